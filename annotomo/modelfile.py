@@ -1,0 +1,123 @@
+"""The model file: one self-describing, data-only file (safetensors tensors + JSON metadata).
+
+Loading never unpickles anything, so a model file received from a colleague cannot run code. The JSON
+(stored in the safetensors header under the key "annotomo") holds the format version, architecture name
+and arguments, class names, number of context slices, normalisation settings, training pixel size and
+provenance; the tensors are the network's weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import InputError
+from .models import build_model
+from .volumes import atomic_path
+
+FORMAT_VERSION = 1
+_KEY = "annotomo"
+
+
+@dataclass
+class ModelInfo:
+    """Everything needed to rebuild and apply a trained network, besides its weights."""
+
+    arch: str
+    arch_params: dict
+    class_names: list
+    context_slices: int
+    pixel_size: float | None  # Angstrom, the training tomograms' pixel size
+    invert_contrast: bool = False
+    provenance: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.class_names) + 1
+
+    def build(self) -> torch.nn.Module:
+        model, _ = build_model(self.arch, self.context_slices, self.n_outputs, **self.arch_params)
+        return model
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, default=_jsonable)
+
+
+def _jsonable(obj):
+    if isinstance(obj, tuple):
+        return list(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def save_model(path, model: torch.nn.Module, info: ModelInfo, extra_tensors: dict | None = None):
+    """Write weights and metadata to `path` atomically."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for k, v in (extra_tensors or {}).items():
+        tensors[k] = v.detach().cpu().contiguous()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_KEY: info.to_json()})
+
+
+def read_model_info(path) -> ModelInfo:
+    """Read and validate the metadata of a model file (no tensors are loaded)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "model file not found")
+    if path.is_dir():
+        raise InputError(path, "is a directory, expected an annotomo model file")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(path, f"not an annotomo model file, or a damaged one ({_short(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors raises Rust-side errors of several kinds
+        raise InputError(path, f"not an annotomo model file, or a damaged one ({_short(exc)})") from None
+    if _KEY not in meta:
+        raise InputError(path, "safetensors file without annotomo metadata; not an annotomo model")
+    try:
+        raw = json.loads(meta[_KEY])
+        version = int(raw.get("format_version", 0))
+    except (ValueError, TypeError, AttributeError):
+        raise InputError(path, "model metadata is damaged (invalid JSON)") from None
+    if version > FORMAT_VERSION:
+        raise InputError(path, f"model file format version {version} is newer than this annotomo supports "
+                               f"({FORMAT_VERSION}); upgrade annotomo")
+    try:
+        return ModelInfo(**raw)
+    except TypeError as exc:
+        raise InputError(path, f"model metadata is incomplete or damaged ({exc})") from None
+
+
+def load_model(path, extra_prefix: str = "_") -> tuple[torch.nn.Module, ModelInfo]:
+    """Rebuild the network described by `path` and load its weights (CPU, eval mode)."""
+    info = read_model_info(path)
+    try:
+        model = info.build()
+    except (ValueError, TypeError) as exc:
+        raise InputError(path, f"model metadata describes an unknown network ({exc})") from None
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(path, f"model weights are damaged or truncated ({_short(exc)})") from None
+    weights = {k: v for k, v in tensors.items() if not k.startswith(extra_prefix)}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise InputError(path, f"model weights do not match its architecture ({_short(exc)})") from None
+    model.eval()
+    return model, info
+
+
+def _short(exc, limit=160):
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

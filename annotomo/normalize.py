@@ -1,0 +1,56 @@
+"""Robust per-tomogram intensity normalisation, so any contrast range, offset and MRC mode works.
+
+Statistics come from a strided sample of the volume (cheap on a memory map of any size); voxels are
+then mapped to (value - median) / robust_sigma and clipped, so a few hot pixels or a gold bead do not
+squash the contrast of the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+CLIP = 5.0
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """center and scale such that (v - center) / scale is ~N(0, 1) for the bulk of the voxels."""
+
+    center: float
+    scale: float
+    invert: bool = False  # True for tomograms where dense matter is bright
+
+    def apply(self, block: np.ndarray) -> np.ndarray:
+        out = (np.asarray(block, dtype=np.float32) - np.float32(self.center)) * np.float32(1.0 / self.scale)
+        if self.invert:
+            np.negative(out, out=out)
+        return np.clip(out, -CLIP, CLIP, out=out)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def sample_voxels(volume, max_voxels: int = 4_000_000) -> np.ndarray:
+    """A strided sample of up to `max_voxels` voxels spread over the whole volume."""
+    nz, ny, nx = volume.shape
+    step = max(1, int(np.ceil((nz * ny * nx / max_voxels) ** (1 / 3))))
+    zs = range(step // 2, nz, step) if nz > step else range(nz)
+    return np.concatenate([np.asarray(volume[z, ::step, ::step], dtype=np.float32).ravel() for z in zs])
+
+
+def robust_normalization(volume, path="tomogram", invert: bool = False) -> Normalization:
+    """Median and percentile-based sigma of the volume; raise InputError for unusable data."""
+    sample = sample_voxels(volume)
+    if not np.all(np.isfinite(sample)):
+        raise InputError(path, "contains NaN or infinite voxels")
+    lo, med, hi = np.percentile(sample, [1.0, 50.0, 99.0])
+    sigma = (hi - lo) / (2 * 2.326)  # the 1st..99th percentile span of a Gaussian is 4.65 sigma
+    if not sigma > 0:
+        sigma = float(sample.std())
+    if not sigma > 0:
+        raise InputError(path, f"is constant (every voxel is {float(med):g}); nothing to segment")
+    return Normalization(float(med), float(sigma), invert)

@@ -1,0 +1,37 @@
+"""Pure geometry of sliding-window inference: where tiles start and how overlapping tiles are blended."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of length `tile` covering [0, size) with at least `overlap` overlap.
+
+    The last tile ends exactly at `size`; tiles are spread evenly, so overlaps may exceed `overlap`.
+    """
+    if tile >= size:
+        return [0]
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
+    n = int(np.ceil((size - overlap) / (tile - overlap)))
+    return [int(round(i * (size - tile) / (n - 1))) for i in range(n)] if n > 1 else [0]
+
+
+def blending_weights(shape, sigma_fraction: float = 0.125, floor: float = 1e-3) -> np.ndarray:
+    """Gaussian weights for a tile (highest at the centre), so tile borders contribute little.
+
+    A floor keeps every pixel's weight positive, so a pixel covered by one tile only still counts.
+    """
+    axes = []
+    for n in shape:
+        x = np.arange(n) - (n - 1) / 2
+        axes.append(np.exp(-0.5 * (x / (sigma_fraction * n)) ** 2))
+    w = np.multiply.outer(*axes) if len(axes) == 2 else axes[0]
+    w = w / w.max()
+    return np.maximum(w, floor).astype(np.float32)
+
+
+def padded_size(size: int, stride: int) -> int:
+    """The smallest multiple of `stride` that is >= size."""
+    return -(-size // stride) * stride

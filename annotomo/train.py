@@ -1,0 +1,451 @@
+"""Training a model on annotated tomograms.
+
+Labels: 0 background, k = k-th class name, 255 = not annotated (ignored by the loss and the scores),
+so sparse annotation (a few slices or regions) is the normal case. Patches are drawn from annotated
+slices, half of them centred on a voxel of a randomly chosen feature so rare features are seen often;
+the loss is cross-entropy weighted by inverse square-root class frequency. Augmentation stays in the
+slice plane (90-degree rotations, flips; the missing wedge is about the z axis, so slices keep their
+character) plus intensity jitter and extra noise. The learning rate follows a cosine over the time (or
+iteration) budget. After each epoch the model is scored on validation tomograms (or, without them, on
+a fixed sample of training slices); the best checkpoint is kept, and a resumable state is saved.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from . import __version__
+from .conventions import MAX_CLASSES, NOT_ANNOTATED
+from .errors import AnnotomoError, InputError
+from .metrics import confusion_matrix, scores_from_confusion
+from .modelfile import ModelInfo, load_model, save_model
+from .models import build_model
+from .normalize import robust_normalization
+from .predict import Predictor
+from .volumes import atomic_path, open_volume, read_labels
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; the defaults are what measured best on simulated tomograms (see README)."""
+
+    arch: str = "unet"
+    arch_params: dict = field(default_factory=dict)
+    context_slices: int = 5
+    patch: int = 128
+    batch_size: int = 8
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    minutes: float | None = 5.0
+    iterations: int | None = None  # when set, overrides minutes (deterministic length)
+    epoch_iterations: int = 100
+    seed: int = 0
+    class_weight_power: float = 0.5
+    max_class_weight: float = 30.0
+    focus_fraction: float = 0.5
+    invert_contrast: bool = False
+    validation_slices: int = 12
+    threads: int | None = None
+
+
+@dataclass
+class AnnotatedTomogram:
+    """A normalised tomogram (float32, in memory) and its uint8 labels."""
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    pixel_size: float | None
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    history: list
+    best: dict
+    iterations: int
+    seconds: float
+
+
+def load_annotated(tomogram, labels, n_classes: int, invert=False, name=None) -> AnnotatedTomogram:
+    """Read and check a tomogram/labels pair (paths or arrays) and normalise the tomogram."""
+    if isinstance(tomogram, (str, Path)):
+        vol = open_volume(tomogram, min_slices=2)
+        path, pixel_size = vol.path, vol.pixel_size
+        norm = robust_normalization(vol.data, path, invert)
+        image = norm.apply(vol.data)
+        vol.close()
+    else:
+        path, pixel_size = name or "array", None
+        image = robust_normalization(tomogram, path, invert).apply(tomogram)
+    if isinstance(labels, (str, Path)):
+        lab_vol = read_labels(labels, expected_shape=image.shape)
+        lab, lab_path = np.ascontiguousarray(lab_vol.data), lab_vol.path
+        lab_vol.close()
+    else:
+        lab, lab_path = np.asarray(labels, dtype=np.uint8), "labels"
+        if lab.shape != image.shape:
+            raise InputError(lab_path, f"labels have shape {lab.shape} but the tomogram has {image.shape}")
+    bad = (lab > n_classes) & (lab != NOT_ANNOTATED)
+    if bad.any():
+        raise InputError(lab_path, f"label values up to {int(lab[bad].max())} but only {n_classes} classes are named "
+                                   f"(0 = background, 1..{n_classes} = classes, 255 = not annotated)")
+    if not np.any(lab != NOT_ANNOTATED):
+        raise InputError(lab_path, "no annotated voxel (every voxel is 255 = not annotated)")
+    return AnnotatedTomogram(str(name or path), image, lab, pixel_size)
+
+
+class PatchSampler:
+    """Random training patches, with a fraction centred on voxels of a randomly chosen feature."""
+
+    def __init__(self, data: list[AnnotatedTomogram], n_outputs: int, patch: int, context: int, rng, focus=0.5):
+        self.data, self.patch, self.context, self.rng, self.focus = data, patch, context, rng, focus
+        self.slices = [np.flatnonzero((d.labels != NOT_ANNOTATED).any(axis=(1, 2))) for d in data]
+        self.class_voxels = {}
+        for k in range(1, n_outputs):
+            coords = []
+            for i, d in enumerate(data):
+                zyx = np.argwhere(d.labels == k)
+                if len(zyx) > 200_000:
+                    zyx = zyx[rng.choice(len(zyx), 200_000, replace=False)]
+                coords.append(np.column_stack([np.full(len(zyx), i), zyx]))
+            coords = np.concatenate(coords) if coords else np.zeros((0, 4), int)
+            if len(coords):
+                self.class_voxels[k] = coords
+
+    def _one(self):
+        rng, p = self.rng, self.patch
+        if self.class_voxels and rng.random() < self.focus:
+            k = rng.choice(list(self.class_voxels))
+            i, z, y, x = self.class_voxels[k][rng.integers(len(self.class_voxels[k]))]
+            y0, x0 = y - rng.integers(p // 4, 3 * p // 4), x - rng.integers(p // 4, 3 * p // 4)
+        else:
+            i = rng.integers(len(self.data))
+            z = rng.choice(self.slices[i])
+            y0, x0 = rng.integers(-p // 4, self.data[i].image.shape[1] - 3 * p // 4 + 1), \
+                rng.integers(-p // 4, self.data[i].image.shape[2] - 3 * p // 4 + 1)
+        d = self.data[i]
+        zs = np.clip(np.arange(z - self.context, z + self.context + 1), 0, d.image.shape[0] - 1)
+        img = _crop(d.image, zs, y0, x0, p, 0.0, reflect=True)
+        lab = _crop(d.labels, [z], y0, x0, p, NOT_ANNOTATED, reflect=False)[0]
+        return img, lab
+
+    def batch(self, size: int):
+        imgs, labs = zip(*(self._one() for _ in range(size)))
+        return np.stack(imgs), np.stack(labs)
+
+
+def _crop(vol, zs, y0, x0, size, fill, reflect):
+    """A (len(zs), size, size) crop at (y0, x0) that may hang over the edges (reflected or filled)."""
+    ny, nx = vol.shape[1:]
+    ys, xs = np.arange(y0, y0 + size), np.arange(x0, x0 + size)
+    if reflect:
+        ys, xs = _reflect_index(ys, ny), _reflect_index(xs, nx)
+        return vol[np.asarray(zs)[:, None, None], ys[None, :, None], xs[None, None, :]]
+    out = np.full((len(zs), size, size), fill, dtype=vol.dtype)
+    vy, vx = (ys >= 0) & (ys < ny), (xs >= 0) & (xs < nx)
+    out[:, vy[:, None] & vx[None, :]] = vol[np.asarray(zs)[:, None, None], ys[vy][None, :, None],
+                                             xs[vx][None, None, :]].reshape(len(zs), -1)
+    return out
+
+
+def _reflect_index(idx, n):
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    idx = np.abs(idx) % period
+    return np.where(idx >= n, period - idx, idx)
+
+
+def augment(images: np.ndarray, labels: np.ndarray, rng):
+    """In-plane rotations/flips and intensity jitter; images (B, C, H, W), labels (B, H, W)."""
+    out_i, out_l = np.empty_like(images), np.empty_like(labels)
+    for b in range(len(images)):
+        k = rng.integers(4)
+        img, lab = np.rot90(images[b], k, axes=(1, 2)), np.rot90(labels[b], k)
+        if rng.random() < 0.5:
+            img, lab = img[:, :, ::-1], lab[:, ::-1]
+        gain = rng.uniform(0.75, 1.3)
+        img = img * gain + rng.normal(0, 0.15)
+        if rng.random() < 0.3:
+            img = img + rng.normal(0, rng.uniform(0.1, 0.5), img.shape).astype(np.float32)
+        out_i[b], out_l[b] = img, lab
+    return out_i, out_l
+
+
+def class_weights(data, n_outputs, power, max_weight) -> torch.Tensor:
+    """Inverse class-frequency weights to the given power, normalised so the average voxel weighs 1."""
+    counts = np.zeros(n_outputs)
+    for d in data:
+        counts += np.bincount(d.labels.ravel(), minlength=256)[:n_outputs]
+    freq = counts / counts.sum()
+    w = np.where(counts > 0, (freq + 1e-12) ** -power, 0.0)
+    w = np.minimum(w / w[counts > 0].min(), max_weight)
+    w = w / (w * freq).sum()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def _validation_plan(data, n_slices, rng):
+    """A fixed set of (tomogram index, slice index) to score every epoch."""
+    plan = []
+    for i, d in enumerate(data):
+        annotated = np.flatnonzero((d.labels != NOT_ANNOTATED).any(axis=(1, 2)))
+        pick = annotated[np.linspace(0, len(annotated) - 1, min(n_slices, len(annotated))).round().astype(int)]
+        plan += [(i, int(z)) for z in np.unique(pick)]
+    return plan
+
+
+def evaluate_slices(model, info, data, plan, loss_weights) -> dict:
+    """Validation loss and per-class scores of `model` on the planned slices."""
+    predictor = Predictor(model, info, device="cpu", precision="fp32", fuse=False, channels_last=False)
+    n = info.n_outputs
+    cm = np.zeros((n, n), dtype=np.int64)
+    losses = []
+    for i, z in plan:
+        d = data[i]
+        zs = np.clip(np.arange(z - predictor.context, z + predictor.context + 1), 0, d.image.shape[0] - 1)
+        logits = predictor.logits(d.image[zs][None])
+        target = torch.from_numpy(d.labels[z].astype(np.int64))[None]
+        losses.append(float(F.cross_entropy(logits, target, weight=loss_weights, ignore_index=NOT_ANNOTATED)))
+        cm += confusion_matrix(d.labels[z][None], logits.argmax(1).numpy(), n)
+    scores = scores_from_confusion(cm, info.class_names)
+    return dict(loss=float(np.nanmean(losses)), scores=scores)
+
+
+class _Interrupt:
+    """Turns SIGINT/SIGTERM into a flag, so training stops at a safe point and keeps its checkpoint."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def checkpoint_path(model_path) -> Path:
+    """Where the resumable training state of `model_path` lives."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".checkpoint")
+
+
+def train(tomograms, labels, class_names, out, config: TrainConfig | None = None, validation=(),
+          progress=True, resume=False, log=print) -> TrainResult:
+    """Train a model on (tomogram, labels) pairs and write the best one to `out`.
+
+    tomograms/labels: paths (MRC) or arrays; validation: sequence of (tomogram, labels) pairs.
+    Writes `out` (the model), `out`.log.json (history), `out`.training.png (curves) and, while
+    training, `out`.checkpoint (resumable state, removed at the end).
+    """
+    config = config or TrainConfig()
+    out = Path(out)
+    class_names = list(class_names)
+    _check_class_names(class_names)
+    if len(tomograms) != len(labels) or not tomograms:
+        raise AnnotomoError("give one --labels file per --tomogram (and at least one pair)")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    torch.set_num_threads(config.threads or torch.get_num_threads())
+    n_outputs = len(class_names) + 1
+    data = [load_annotated(t, l, len(class_names), config.invert_contrast) for t, l in zip(tomograms, labels)]
+    val_data = [load_annotated(t, l, len(class_names), config.invert_contrast) for t, l in validation]
+    _check_classes_present(data, class_names, log)
+    pixel_sizes = {d.pixel_size for d in data if d.pixel_size}
+    if len(pixel_sizes) > 1:
+        log(f"warning: training tomograms have different pixel sizes {sorted(pixel_sizes)} A")
+
+    model, arch_params = build_model(config.arch, config.context_slices, n_outputs, **config.arch_params)
+    info = ModelInfo(arch=config.arch, arch_params=arch_params, class_names=class_names,
+                     context_slices=config.context_slices, pixel_size=min(pixel_sizes) if pixel_sizes else None,
+                     invert_contrast=config.invert_contrast)
+    weights = class_weights(data, n_outputs, config.class_weight_power, config.max_class_weight)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    sampler = PatchSampler(data, n_outputs, config.patch, config.context_slices // 2, rng, config.focus_fraction)
+    plan_data = val_data or data
+    plan = _validation_plan(plan_data, config.validation_slices, np.random.default_rng(config.seed + 1))
+
+    state = dict(iteration=0, elapsed=0.0, history=[], best=None)
+    ckpt = checkpoint_path(out)
+    if resume:
+        state = _load_checkpoint(ckpt, model, optimizer, info)
+        log(f"resuming from {ckpt} at iteration {state['iteration']} ({state['elapsed']:.0f} s trained)")
+    budget_iters = config.iterations
+    budget_seconds = None if budget_iters else (config.minutes or 5.0) * 60
+    start = time.perf_counter() - state["elapsed"]
+    warmup = 30
+
+    def fraction_done():
+        if budget_iters:
+            return state["iteration"] / budget_iters
+        return (time.perf_counter() - start) / budget_seconds
+
+    bar = tqdm(total=budget_iters or int(budget_seconds), unit="it" if budget_iters else "s", desc="training",
+               disable=not progress, leave=False, initial=state["iteration"] if budget_iters else int(state["elapsed"]))
+    interrupted = False
+    with _Interrupt() as interrupt:
+        while fraction_done() < 1.0 and not interrupt.requested:
+            model.train()
+            losses = []
+            for _ in range(config.epoch_iterations):
+                if fraction_done() >= 1.0 or interrupt.requested:
+                    break
+                lr_scale = min(1.0, (state["iteration"] + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(fraction_done(), 1.0)))
+                for g in optimizer.param_groups:
+                    g["lr"] = config.learning_rate * max(lr_scale, 0.01)
+                imgs, labs = augment(*sampler.batch(config.batch_size), rng)
+                x = torch.from_numpy(np.ascontiguousarray(imgs))
+                y = torch.from_numpy(np.ascontiguousarray(labs).astype(np.int64))
+                loss = F.cross_entropy(model(x), y, weight=weights, ignore_index=NOT_ANNOTATED)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+                state["iteration"] += 1
+                before = bar.n
+                bar.update(1 if budget_iters else int(time.perf_counter() - start) - before)
+            if not losses:
+                break
+            model.eval()
+            ev = evaluate_slices(model, info, plan_data, plan, weights)
+            entry = dict(epoch=len(state["history"]) + 1, iteration=state["iteration"],
+                         seconds=round(time.perf_counter() - start, 1), train_loss=float(np.mean(losses)),
+                         val_loss=ev["loss"], mean_dice=ev["scores"]["mean_dice"],
+                         **{f"dice_{k}": v["dice"] for k, v in ev["scores"]["classes"].items()})
+            state["history"].append(entry)
+            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", dice=f"{entry['mean_dice']:.3f}")
+            if state["best"] is None or _better(entry, state["best"]):
+                state["best"] = entry
+                _save_final(out, model, info, config, data, val_data, state)
+            state["elapsed"] = time.perf_counter() - start
+            _save_checkpoint(ckpt, model, optimizer, info, state)
+        interrupted = interrupt.requested
+    bar.close()
+    seconds = time.perf_counter() - start
+    if state["best"] is None:
+        raise AnnotomoError("training stopped before the first epoch finished; no model was written")
+    _write_log(out, state["history"], config)
+    if interrupted:
+        log(f"interrupted: best model so far in {out}; continue with --resume (state in {ckpt})")
+    else:
+        ckpt.unlink(missing_ok=True)
+    return TrainResult(out, state["history"], state["best"], state["iteration"], seconds)
+
+
+def _better(entry, best):
+    a, b = entry["mean_dice"], best["mean_dice"]
+    if math.isnan(b):
+        return True
+    if math.isnan(a):
+        return False
+    return a > b or (a == b and entry["val_loss"] < best["val_loss"])
+
+
+def _check_class_names(class_names):
+    if not class_names or any(not n or not n.strip() for n in class_names):
+        raise AnnotomoError("--classes needs one or more non-empty names, e.g. --classes membrane,ribosome")
+    if len(set(class_names)) != len(class_names):
+        raise AnnotomoError(f"--classes has repeated names: {','.join(class_names)}")
+    if len(class_names) > MAX_CLASSES:
+        raise AnnotomoError(f"at most {MAX_CLASSES} classes are supported")
+    bad = [n for n in class_names if not all(c.isalnum() or c in "_-" for c in n)]
+    if bad:
+        raise AnnotomoError(f"class names may use letters, digits, '_' and '-' only (used in file names): {bad}")
+
+
+def _check_classes_present(data, class_names, log):
+    counts = np.zeros(len(class_names) + 1, dtype=np.int64)
+    for d in data:
+        counts += np.bincount(d.labels.ravel(), minlength=256)[: len(class_names) + 1]
+    for k, name in enumerate(class_names, start=1):
+        if counts[k] == 0:
+            log(f"warning: class {k} ({name}) has no annotated voxel in the training labels; "
+                "the model cannot learn it")
+
+
+def _provenance(config, data, val_data, state):
+    return dict(
+        annotomo_version=__version__, torch_version=torch.__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        training_tomograms=[dict(name=d.name, shape=list(d.image.shape), pixel_size=d.pixel_size) for d in data],
+        validation_tomograms=[d.name for d in val_data],
+        iterations=state["iteration"], best_epoch=state["best"]["epoch"] if state["best"] else None,
+        best_mean_dice=state["best"]["mean_dice"] if state["best"] else None,
+        dice_on="validation" if val_data else "training slices",
+        config={k: v for k, v in asdict(config).items() if k != "threads"},
+    )
+
+
+def _save_final(out, model, info, config, data, val_data, state):
+    info.provenance = _provenance(config, data, val_data, state)
+    save_model(out, model, info)
+
+
+def _write_log(out, history, config):
+    from .preview import save_training_curves
+
+    with atomic_path(out.with_name(out.name + ".log.json")) as tmp:
+        tmp.write_text(json.dumps(dict(history=history, config=asdict(config)), indent=1))
+    if history:
+        with atomic_path(out.with_name(out.name + ".training.png")) as tmp:
+            save_training_curves(tmp, history, fmt="png")
+
+
+def _save_checkpoint(path, model, optimizer, info, state):
+    """Model + optimiser state in a data-only file (safetensors), with the loop state as JSON."""
+    extra = {}
+    opt = optimizer.state_dict()
+    for pid, s in opt["state"].items():
+        for key, value in s.items():
+            if torch.is_tensor(value):
+                extra[f"_opt.{pid}.{key}"] = value if value.dim() else value.reshape(1)
+    info_copy = ModelInfo(**{**info.__dict__, "provenance": dict(training_state=dict(
+        iteration=state["iteration"], elapsed=state["elapsed"], history=state["history"], best=state["best"],
+        rng=None))})
+    save_model(path, model, info_copy, extra_tensors=extra)
+
+
+def _load_checkpoint(path, model, optimizer, info):
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        raise InputError(path, "no checkpoint to resume from (train without --resume first)")
+    saved_model, saved_info = load_model(path)
+    if saved_info.class_names != info.class_names or saved_info.arch != info.arch:
+        raise InputError(path, f"checkpoint is for classes {saved_info.class_names} ({saved_info.arch}), "
+                               f"not {info.class_names} ({info.arch})")
+    model.load_state_dict(saved_model.state_dict())
+    tensors = load_file(str(path))
+    opt = optimizer.state_dict()
+    for pid in range(len(opt["param_groups"][0]["params"])):
+        keys = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"_opt.{pid}.")}
+        if keys:
+            opt["state"][pid] = {k: (v.reshape(()) if k == "step" else v) for k, v in keys.items()}
+    optimizer.load_state_dict(opt)
+    st = saved_info.provenance["training_state"]
+    return dict(iteration=st["iteration"], elapsed=st["elapsed"], history=st["history"], best=st["best"])
+

@@ -1,0 +1,296 @@
+"""Reading and writing tomograms and label volumes (MRC), with voxel size and origin.
+
+Arrays are (z, y, x); voxel sizes are (z, y, x) in Angstrom. Uncompressed MRC files are memory-mapped
+read-only, so a tomogram larger than RAM can be streamed slice by slice; gzip/bzip2 MRC files are read
+into memory. Outputs are written under a temporary name in the destination folder and renamed into
+place only when complete, so an interrupted run never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from .errors import AnnotomoError, InputError
+
+MRC_SUFFIXES = (".mrc", ".rec", ".st", ".map", ".mrcs", ".ali", ".preali")
+_IMOD_STAMP = 1146047817  # b"IMOD" little-endian; marks headers whose imodFlags are meaningful
+_IMOD_STAMP_OFFSET = 40  # offsets of imodStamp / imodFlags inside the header's extra2 field
+_SUPPORTED_MODES = {0, 1, 2, 6, 12}
+
+
+@dataclass
+class Volume:
+    """A tomogram or label volume: data (possibly a read-only memory map) and its geometry."""
+
+    data: np.ndarray
+    voxel_size: tuple[float, float, float] | None  # (z, y, x) Angstrom; None when the header has none
+    origin: tuple[float, float, float]  # (z, y, x) Angstrom, as stored in the header
+    path: Path
+    mode: int | None = None
+    _handle: object = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)
+
+    @property
+    def pixel_size(self) -> float | None:
+        """The in-plane (x) voxel size in Angstrom, or None when unknown."""
+        return None if self.voxel_size is None else self.voxel_size[2]
+
+    def close(self):
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _is_compressed(path: Path) -> bool:
+    with open(path, "rb") as f:
+        magic = f.read(3)
+    return magic[:2] == b"\x1f\x8b" or magic == b"BZh"
+
+
+def _imod_unsigned_bytes(header) -> bool:
+    """True when IMOD's header flags say mode-0 bytes are unsigned (IMOD's default for mode 0)."""
+    extra = header.extra2.tobytes()
+    stamp = int.from_bytes(extra[_IMOD_STAMP_OFFSET : _IMOD_STAMP_OFFSET + 4], "little", signed=True)
+    flags = int.from_bytes(extra[_IMOD_STAMP_OFFSET + 4 : _IMOD_STAMP_OFFSET + 8], "little", signed=True)
+    byteswapped = stamp == int.from_bytes(_IMOD_STAMP.to_bytes(4, "little"), "big")
+    return (stamp == _IMOD_STAMP or byteswapped) and not (flags & 1)
+
+
+def _voxel_size_from(mrc) -> tuple[float, float, float] | None:
+    vs = mrc.voxel_size
+    zyx = (float(vs.z), float(vs.y), float(vs.x))
+    x = zyx[2]
+    if not np.isfinite(x) or x <= 0:
+        return None
+    # 2D files and some writers leave z at 0 or infinity: take the in-plane size for z then.
+    return tuple(v if np.isfinite(v) and v > 0 else x for v in zyx)
+
+
+def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> Volume:
+    """Open an MRC volume read-only; raise InputError naming the file if it cannot be used.
+
+    `min_slices` rejects 2D images where a 3D tomogram is required. `pixel_size` (Angstrom)
+    overrides the header's voxel size (for files whose header is missing or wrong).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a directory, expected an MRC file")
+    if path.stat().st_size < 1024:
+        raise InputError(path, f"not an MRC file (only {path.stat().st_size} bytes, shorter than an MRC header)")
+    try:
+        compressed = _is_compressed(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if compressed:
+                mrc = mrcfile.open(path, mode="r", permissive=True)
+            else:
+                mrc = mrcfile.mmap(path, mode="r", permissive=True)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(path, f"cannot be read as MRC ({exc})") from None
+    problems = [str(w.message) for w in caught]
+    if mrc.data is None:
+        mrc.close()
+        detail = "; ".join(problems) or "no readable data block"
+        raise InputError(path, f"not a readable MRC file ({detail})")
+    mode = int(mrc.header.mode)
+    if mode not in _SUPPORTED_MODES:
+        mrc.close()
+        raise InputError(path, f"MRC mode {mode} is not supported (use mode 0, 1, 2, 6 or 12)")
+    if any("map ID string" in p or "Map ID string" in p for p in problems) and not _looks_like_mrc(mrc):
+        mrc.close()
+        raise InputError(path, "not an MRC file (no MAP identifier and an implausible header)")
+    for p in problems:
+        warnings.warn(f"{path}: {p}", stacklevel=2)
+    data = mrc.data
+    if data.ndim == 2:
+        data = data[np.newaxis]
+    if data.ndim != 3:
+        mrc.close()
+        raise InputError(path, f"expected a 3D volume, found {data.ndim} dimensions")
+    if data.shape[0] < min_slices:
+        mrc.close()
+        raise InputError(
+            path, f"is a {data.shape[0]}-slice volume of {data.shape[1]} x {data.shape[2]} pixels; "
+            f"a tomogram needs at least {min_slices} slices"
+        )
+    if mode == 0 and _imod_unsigned_bytes(mrc.header):
+        data = data.view(np.uint8)
+    voxel_size = _voxel_size_from(mrc)
+    if pixel_size is not None:
+        voxel_size = (float(pixel_size),) * 3
+    origin = mrc.header.origin
+    return Volume(
+        data=data,
+        voxel_size=voxel_size,
+        origin=(float(origin.z), float(origin.y), float(origin.x)),
+        path=path,
+        mode=mode,
+        _handle=mrc,
+    )
+
+
+def _looks_like_mrc(mrc) -> bool:
+    h = mrc.header
+    dims = (int(h.nx), int(h.ny), int(h.nz))
+    return all(0 < d < 100_000 for d in dims)
+
+
+def read_labels(path, expected_shape=None) -> Volume:
+    """Open a label volume and return it with uint8 data (0 background, 1..N features, 255 unlabelled).
+
+    Integer or integral-valued float labels in 0..255 are accepted; mode-0 files are read as
+    unsigned bytes, so IMOD masks and files written by annotomo read the same.
+    """
+    vol = open_volume(path)
+    data = np.asarray(vol.data)
+    if data.dtype == np.int8:
+        data = data.view(np.uint8)
+    elif data.dtype != np.uint8:
+        if not np.all(np.isfinite(data)):
+            vol.close()
+            raise InputError(path, "labels contain NaN or infinite values")
+        lo, hi = float(data.min()), float(data.max())
+        if lo < 0 or hi > 255 or not np.array_equal(data, np.round(data)):
+            vol.close()
+            raise InputError(path, f"labels must be integers 0..255, found values in [{lo:g}, {hi:g}]")
+        data = data.astype(np.uint8)
+    if expected_shape is not None and tuple(data.shape) != tuple(expected_shape):
+        vol.close()
+        raise InputError(
+            path, f"labels have shape {tuple(data.shape)} (z, y, x) but the tomogram has {tuple(expected_shape)}"
+        )
+    vol.data = data
+    return vol
+
+
+def _set_imod_unsigned(mrc):
+    """Stamp the header so IMOD reads mode-0 bytes as unsigned (0..255)."""
+    extra = bytearray(mrc.header.extra2.tobytes())
+    extra[_IMOD_STAMP_OFFSET : _IMOD_STAMP_OFFSET + 4] = _IMOD_STAMP.to_bytes(4, "little")
+    extra[_IMOD_STAMP_OFFSET + 4 : _IMOD_STAMP_OFFSET + 8] = (0).to_bytes(4, "little")
+    mrc.header.extra2 = bytes(extra)
+
+
+def check_output_path(path, inputs=(), overwrite: bool = False) -> Path:
+    """Refuse an output that is an input, that exists (without overwrite) or whose folder is unusable."""
+    path = Path(path)
+    for inp in inputs:
+        if path.resolve() == Path(inp).resolve():
+            raise InputError(path, "output path is the same as an input; choose another output")
+    if path.exists() and not overwrite:
+        raise InputError(path, "output exists; use --overwrite to replace it")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.exists():
+        raise InputError(folder, "output folder does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InputError(folder, "output folder is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent or ".")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _mrc_mode_for(dtype) -> int:
+    dtype = np.dtype(dtype)
+    if dtype in (np.uint8, np.int8):
+        return 0
+    if dtype == np.int16:
+        return 1
+    if dtype == np.float32:
+        return 2
+    if dtype == np.uint16:
+        return 6
+    if dtype == np.float16:
+        return 12
+    raise ValueError(f"cannot write dtype {dtype} to MRC")
+
+
+def _fill_header(mrc, voxel_size, origin, labels_unsigned: bool):
+    if voxel_size is not None:
+        z, y, x = voxel_size
+        mrc.voxel_size = (x, y, z)
+    if origin is not None:
+        oz, oy, ox = origin
+        mrc.header.origin = (ox, oy, oz)
+    if labels_unsigned:
+        _set_imod_unsigned(mrc)
+
+
+@contextlib.contextmanager
+def volume_writer(path, shape, dtype, voxel_size, origin=None):
+    """Stream a volume to `path`: yields a writable (z, y, x) memory map of `dtype`.
+
+    The file appears under its final name only after the block completes; statistics in the header
+    (min, max, mean, rms) are computed at the end, slab by slab, so memory stays bounded.
+    """
+    dtype = np.dtype(dtype)
+    mode = _mrc_mode_for(dtype)
+    with atomic_path(path) as tmp:
+        try:
+            mrc = mrcfile.new_mmap(tmp, shape=tuple(shape), mrc_mode=mode, overwrite=True)
+        except OSError as exc:
+            raise AnnotomoError(f"{path}: cannot write output ({exc.strerror or exc})") from None
+        try:
+            data = mrc.data.view(np.uint8) if dtype == np.uint8 else mrc.data
+            yield data
+            _fill_header(mrc, voxel_size, origin, labels_unsigned=dtype == np.uint8)
+            _update_statistics_by_slab(mrc, data)
+            mrc.flush()
+        except OSError as exc:
+            raise AnnotomoError(f"{path}: cannot write output ({exc.strerror or exc})") from None
+        finally:
+            mrc.close()
+
+
+def _update_statistics_by_slab(mrc, data, slab: int = 16):
+    lo, hi, total, total_sq, n = np.inf, -np.inf, 0.0, 0.0, 0
+    for z in range(0, data.shape[0], slab):
+        block = np.asarray(data[z : z + slab], dtype=np.float64)
+        lo, hi = min(lo, block.min()), max(hi, block.max())
+        total += block.sum()
+        total_sq += np.square(block).sum()
+        n += block.size
+    mean = total / n
+    mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = lo, hi, mean
+    mrc.header.rms = np.sqrt(max(total_sq / n - mean * mean, 0.0))
+
+
+def write_volume(path, data: np.ndarray, voxel_size, origin=None):
+    """Write a whole array to an MRC file atomically (labels as unsigned bytes, images as float32)."""
+    data = np.asarray(data)
+    if data.dtype not in (np.uint8, np.int8, np.int16, np.uint16, np.float16, np.float32):
+        data = data.astype(np.float32)
+    with volume_writer(path, data.shape, data.dtype, voxel_size, origin) as out:
+        out[...] = data
