@@ -15,7 +15,6 @@ import numpy as np
 
 from .errors import AnnotomoError, InputError
 from .metrics import format_scores, segmentation_scores
-from .normalize import robust_normalization
 from .predict import Predictor
 from .volumes import atomic_path, check_output_path, open_volume, read_labels, volume_writer, write_volume
 
@@ -66,7 +65,7 @@ def segment(model, tomograms, outdir, probabilities=False, overwrite=False, prog
                 warnings.warn(f"{vol.path}: pixel size {vol.pixel_size:g} A differs from the model's "
                               f"{info.pixel_size:g} A; results may be poor (resample the tomogram, or set "
                               f"--pixel-size if the header is wrong)", stacklevel=2)
-            norm = robust_normalization(vol.data, vol.path, info.invert_contrast)
+            norm = info.normalization_for(vol.data, vol.path)
             with ExitStack() as stack:
                 labels = stack.enter_context(volume_writer(paths["labels"], vol.shape, np.uint8, vol.voxel_size, vol.origin))
                 probs = [stack.enter_context(volume_writer(paths[n], vol.shape, np.float32, vol.voxel_size, vol.origin))

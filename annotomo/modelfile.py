@@ -34,8 +34,15 @@ class ModelInfo:
     context_slices: int
     pixel_size: float | None  # Angstrom, the training tomograms' pixel size
     invert_contrast: bool = False
+    preprocessing: str = "robust"  # "robust" (percentile normalisation) or "tomoseg" (EMAN2's band-pass)
     provenance: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+
+    def normalization_for(self, volume, path="tomogram"):
+        """The intensity normalisation this model expects, measured on `volume`."""
+        from .normalize import robust_normalization
+
+        return robust_normalization(volume, path, self.invert_contrast, self.preprocessing == "tomoseg")
 
     @property
     def n_outputs(self) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 from .errors import InputError
 
 CLIP = 5.0
+TOMOSEG_CLIP = 3.0
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,11 @@ class Normalization:
     center: float
     scale: float
     invert: bool = False  # True for tomograms where dense matter is bright
+    tomoseg_filter: bool = False  # EMAN2 tomoseg's band-pass and per-slice normalisation instead
 
     def apply(self, block: np.ndarray) -> np.ndarray:
+        if self.tomoseg_filter:
+            return tomoseg_preprocess(block, self.invert)
         out = (np.asarray(block, dtype=np.float32) - np.float32(self.center)) * np.float32(1.0 / self.scale)
         if self.invert:
             np.negative(out, out=out)
@@ -42,7 +46,7 @@ def sample_voxels(volume, max_voxels: int = 4_000_000) -> np.ndarray:
     return np.concatenate([np.asarray(volume[z, ::step, ::step], dtype=np.float32).ravel() for z in zs])
 
 
-def robust_normalization(volume, path="tomogram", invert: bool = False) -> Normalization:
+def robust_normalization(volume, path="tomogram", invert: bool = False, tomoseg_filter: bool = False) -> Normalization:
     """Median and percentile-based sigma of the volume; raise InputError for unusable data."""
     sample = sample_voxels(volume)
     if not np.all(np.isfinite(sample)):
@@ -53,4 +57,27 @@ def robust_normalization(volume, path="tomogram", invert: bool = False) -> Norma
         sigma = float(sample.std())
     if not sigma > 0:
         raise InputError(path, f"is constant (every voxel is {float(med):g}); nothing to segment")
-    return Normalization(float(med), float(sigma), invert)
+    return Normalization(float(med), float(sigma), invert, tomoseg_filter)
+
+
+def tomoseg_preprocess(block: np.ndarray, invert: bool = False) -> np.ndarray:
+    """EMAN2 tomoseg's preprocessing (e2tomoseg_preproc.py), slice by slice.
+
+    Gaussian low-pass with cutoff 0.25 (absolute frequency, Nyquist = 0.5), Gaussian high-pass with a
+    cutoff of 5 Fourier pixels, normalisation to zero mean and unit variance, clamping at +-3 sigma.
+    EMAN2 filters the 3D volume; here each xy slice is filtered in 2D, so any slab can be processed alone.
+    """
+    from scipy import ndimage
+
+    block = np.asarray(block, dtype=np.float32)
+    out = np.empty_like(block)
+    n = max(block.shape[1:])
+    sigma_low = 1.0 / (2 * np.pi * 0.25)  # real-space sigma of a Gaussian with frequency sigma 0.25
+    sigma_high = n / (2 * np.pi * 5.0)  # frequency sigma of 5 Fourier pixels of an n-pixel box
+    for z, image in enumerate(block):
+        low = ndimage.gaussian_filter(image, sigma_low, mode="reflect")
+        band = low - ndimage.gaussian_filter(low, sigma_high, mode="reflect")
+        sd = band.std()
+        band = (band - band.mean()) / (sd if sd > 0 else 1.0)
+        out[z] = np.clip(-band if invert else band, -TOMOSEG_CLIP, TOMOSEG_CLIP)
+    return out

@@ -73,12 +73,12 @@ class Predictor:
     """Applies a trained model to tomograms or sub-volumes of them.
 
     tile/overlap: in-plane tile size and minimum overlap in pixels (slices larger than a tile are
-    tiled); batch_pixels: pixels per network call (slices are batched up to this); precision: 'auto',
+    tiled; the overlap exceeds the U-Net's receptive-field radius, so tiled = whole-slice results); batch_pixels: pixels per network call (slices are batched up to this); precision: 'auto',
     'fp32', 'bf16' or 'fp16'; device: 'cpu', 'cuda', ... (default: CUDA when available).
     """
 
     def __init__(self, model: torch.nn.Module, info: ModelInfo, device=None, precision="auto",
-                 tile=1024, overlap=96, batch_pixels=None, fuse=True, channels_last=True):
+                 tile=2048, overlap=256, batch_pixels=None, fuse=True, channels_last=True):
         self.info = info
         self.device = choose_device(device)
         self.precision = choose_precision(self.device, precision)
@@ -119,7 +119,10 @@ class Predictor:
 
     @torch.inference_mode()
     def logits(self, stacks: np.ndarray) -> torch.Tensor:
-        """Blended logits (B, n_outputs, H, W) for normalised stacks (B, context_slices, H, W)."""
+        """Logits (B, n_outputs, H, W) for normalised stacks (B, context_slices, H, W).
+
+        Whole slices when they fit in a tile; otherwise the log of Gaussian-blended tile probabilities.
+        """
         b, c, h, w = stacks.shape
         x = torch.from_numpy(np.ascontiguousarray(stacks))
         if self.device.type == "cuda":
@@ -138,10 +141,12 @@ class Predictor:
         norm = torch.zeros((hp, wp), device=self.device)
         for y0 in ys:
             for x0 in xs:
-                out = self._run(x[:, :, y0 : y0 + th, x0 : x0 + tw])
+                # Blend probabilities, not logits: near a tile's edge logits can be large, and even a small
+                # weight on a large logit would show as a seam.
+                out = torch.softmax(self._run(x[:, :, y0 : y0 + th, x0 : x0 + tw]), dim=1)
                 acc[:, :, y0 : y0 + th, x0 : x0 + tw] += out * weight
                 norm[y0 : y0 + th, x0 : x0 + tw] += weight
-        return (acc / norm)[:, :, :h, :w]
+        return torch.log((acc / norm)[:, :, :h, :w].clamp_min(1e-12))  # log-probabilities are logits too
 
     # ---- blocks and whole volumes ----
 

@@ -464,14 +464,15 @@ def ctf_1d(k, defocus_um, voltage_kv=300.0, cs_mm=2.7, amplitude_contrast=0.07, 
 def tilt_transfer(shape, tilt_range_deg, tilt_step_deg, thickness_px):
     """WBP transfer in the (kz, kx) plane: (signal weight, noise amplitude weight), each (nz, nx//2+1).
 
-    Each tilt fills a Gaussian slab (width 1/thickness) around its central slice; the ramp weighting
+    Each tilt fills a slab around its central slice: the sinc^2 profile of a sample of that thickness,
+    approximated by its Gaussian main lobe (sigma = 0.39 / thickness); the ramp weighting
     of WBP (capped where slices no longer overlap) makes the sampled region's weight ~1.
     """
     nz, _, nx = shape
     kz = scipy.fft.fftfreq(nz)[:, None]
     kx = scipy.fft.rfftfreq(nx)[None, :]
     tilts = np.deg2rad(np.arange(-tilt_range_deg, tilt_range_deg + 1e-6, tilt_step_deg))
-    s = 1.0 / thickness_px
+    s = 0.39 / thickness_px
     kr = np.hypot(kz, kx)
     ramp = np.minimum(kr * np.deg2rad(tilt_step_deg), s * np.sqrt(2 * np.pi)) / (s * np.sqrt(2 * np.pi))
     signal = np.zeros_like(kr)

@@ -21,15 +21,19 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 def blending_weights(shape, sigma_fraction: float = 0.125, floor: float = 1e-3) -> np.ndarray:
     """Gaussian weights for a tile (highest at the centre), so tile borders contribute little.
 
-    A floor keeps every pixel's weight positive, so a pixel covered by one tile only still counts.
+    The floor is applied per axis, before the product: every pixel keeps a positive weight (a pixel
+    covered by one tile only still counts), while along each axis the ratio between two overlapping
+    tiles stays that of their Gaussians, also in rows near the image border where both are small.
     """
     axes = []
     for n in shape:
         x = np.arange(n) - (n - 1) / 2
-        axes.append(np.exp(-0.5 * (x / (sigma_fraction * n)) ** 2))
-    w = np.multiply.outer(*axes) if len(axes) == 2 else axes[0]
-    w = w / w.max()
-    return np.maximum(w, floor).astype(np.float32)
+        g = np.exp(-0.5 * (x / (sigma_fraction * n)) ** 2)
+        axes.append(np.maximum(g / g.max(), floor))
+    w = axes[0]
+    for a in axes[1:]:
+        w = np.multiply.outer(w, a)
+    return w.astype(np.float32)
 
 
 def padded_size(size: int, stride: int) -> int:

@@ -16,7 +16,9 @@ import datetime as _dt
 import json
 import math
 import signal
+import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,7 +53,8 @@ class TrainConfig:
     iterations: int | None = None  # when set, overrides minutes (deterministic length)
     epoch_iterations: int = 100
     seed: int = 0
-    class_weight_power: float = 0.5
+    class_weight_power: float = 0.25
+    dice_loss_weight: float = 1.0  # adds a soft Dice term over the features to the cross-entropy
     max_class_weight: float = 30.0
     focus_fraction: float = 0.5
     invert_contrast: bool = False
@@ -76,19 +79,19 @@ class TrainResult:
     best: dict
     iterations: int
     seconds: float
+    interrupted: bool = False
 
 
-def load_annotated(tomogram, labels, n_classes: int, invert=False, name=None) -> AnnotatedTomogram:
+def load_annotated(tomogram, labels, n_classes: int, invert=False, name=None, tomoseg=False) -> AnnotatedTomogram:
     """Read and check a tomogram/labels pair (paths or arrays) and normalise the tomogram."""
     if isinstance(tomogram, (str, Path)):
         vol = open_volume(tomogram, min_slices=2)
         path, pixel_size = vol.path, vol.pixel_size
-        norm = robust_normalization(vol.data, path, invert)
-        image = norm.apply(vol.data)
+        image = robust_normalization(vol.data, path, invert, tomoseg).apply(vol.data)
         vol.close()
     else:
         path, pixel_size = name or "array", None
-        image = robust_normalization(tomogram, path, invert).apply(tomogram)
+        image = robust_normalization(tomogram, path, invert, tomoseg).apply(tomogram)
     if isinstance(labels, (str, Path)):
         lab_vol = read_labels(labels, expected_shape=image.shape)
         lab, lab_path = np.ascontiguousarray(lab_vol.data), lab_vol.path
@@ -97,6 +100,8 @@ def load_annotated(tomogram, labels, n_classes: int, invert=False, name=None) ->
         lab, lab_path = np.asarray(labels, dtype=np.uint8), "labels"
         if lab.shape != image.shape:
             raise InputError(lab_path, f"labels have shape {lab.shape} but the tomogram has {image.shape}")
+    if not np.all(np.isfinite(image)):
+        raise InputError(path, "contains NaN or infinite voxels")
     bad = (lab > n_classes) & (lab != NOT_ANNOTATED)
     if bad.any():
         raise InputError(lab_path, f"label values up to {int(lab[bad].max())} but only {n_classes} classes are named "
@@ -196,6 +201,40 @@ def class_weights(data, n_outputs, power, max_weight) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def weighted_cross_entropy(model, x, y, weights):
+    """The U-Net's loss: class-weighted cross-entropy over annotated pixels."""
+    return F.cross_entropy(model(x), y, weight=weights, ignore_index=NOT_ANNOTATED)
+
+
+def cross_entropy_and_dice(model, x, y, weights, dice_weight):
+    """Weighted cross-entropy plus `dice_weight` x (1 - soft Dice averaged over the features present)."""
+    logits = model(x)
+    ce = F.cross_entropy(logits, y, weight=weights, ignore_index=NOT_ANNOTATED)
+    annotated = (y != NOT_ANNOTATED).unsqueeze(1)
+    prob = torch.softmax(logits, 1)[:, 1:] * annotated
+    onehot = F.one_hot(torch.where(annotated[:, 0], y, 0), logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
+    inter = (prob * onehot).sum((0, 2, 3))
+    denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    present = onehot.sum((0, 2, 3)) > 0
+    dice = (2 * inter + 1.0) / (denom + 1.0)
+    soft_dice = dice[present].mean() if present.any() else torch.ones((), device=logits.device)
+    return ce + dice_weight * (1 - soft_dice)
+
+
+def tomoseg_loss(model, x, y, weights=None):
+    """EMAN2 tomoseg's loss, per feature network: log of the mean squared error between the label
+    (binary mask, mean-shrunk by 2 to the output's half resolution) and min(output, 1), summed over
+    features. Unannotated pixels are left out."""
+    out = model.half_resolution(x)
+    annotated = F.avg_pool2d((y != NOT_ANNOTATED).float()[:, None], 2)[:, 0] > 0.99
+    total = 0.0
+    for k in range(out.shape[1]):
+        target = F.avg_pool2d((y == k + 1).float()[:, None], 2)[:, 0]
+        err = (target - torch.clamp(out[:, k], max=1.0)) ** 2
+        total = total + torch.log(err[annotated].mean() + 1e-8)
+    return total
+
+
 def _validation_plan(data, n_slices, rng):
     """A fixed set of (tomogram index, slice index) to score every epoch."""
     plan = []
@@ -272,17 +311,25 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
     rng = np.random.default_rng(config.seed)
     torch.set_num_threads(config.threads or torch.get_num_threads())
     n_outputs = len(class_names) + 1
-    data = [load_annotated(t, l, len(class_names), config.invert_contrast) for t, l in zip(tomograms, labels)]
-    val_data = [load_annotated(t, l, len(class_names), config.invert_contrast) for t, l in validation]
-    _check_classes_present(data, class_names, log)
+    tomoseg = config.arch == "tomoseg-cnn"
+    data = [load_annotated(t, l, len(class_names), config.invert_contrast, tomoseg=tomoseg)
+            for t, l in zip(tomograms, labels)]
+    val_data = [load_annotated(t, l, len(class_names), config.invert_contrast, tomoseg=tomoseg) for t, l in validation]
+    _check_classes_present(data, class_names)
     pixel_sizes = {d.pixel_size for d in data if d.pixel_size}
     if len(pixel_sizes) > 1:
-        log(f"warning: training tomograms have different pixel sizes {sorted(pixel_sizes)} A")
+        warnings.warn(f"training tomograms have different pixel sizes {sorted(pixel_sizes)} A", stacklevel=2)
 
     model, arch_params = build_model(config.arch, config.context_slices, n_outputs, **config.arch_params)
     info = ModelInfo(arch=config.arch, arch_params=arch_params, class_names=class_names,
                      context_slices=config.context_slices, pixel_size=min(pixel_sizes) if pixel_sizes else None,
-                     invert_contrast=config.invert_contrast)
+                     invert_contrast=config.invert_contrast, preprocessing="tomoseg" if tomoseg else "robust")
+    if tomoseg:
+        loss_fn = tomoseg_loss
+    elif config.dice_loss_weight:
+        loss_fn = lambda m, x, y, w: cross_entropy_and_dice(m, x, y, w, config.dice_loss_weight)  # noqa: E731
+    else:
+        loss_fn = weighted_cross_entropy
     weights = class_weights(data, n_outputs, config.class_weight_power, config.max_class_weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     sampler = PatchSampler(data, n_outputs, config.patch, config.context_slices // 2, rng, config.focus_fraction)
@@ -320,7 +367,7 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
                 imgs, labs = augment(*sampler.batch(config.batch_size), rng)
                 x = torch.from_numpy(np.ascontiguousarray(imgs))
                 y = torch.from_numpy(np.ascontiguousarray(labs).astype(np.int64))
-                loss = F.cross_entropy(model(x), y, weight=weights, ignore_index=NOT_ANNOTATED)
+                loss = loss_fn(model, x, y, weights)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -350,10 +397,11 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
         raise AnnotomoError("training stopped before the first epoch finished; no model was written")
     _write_log(out, state["history"], config)
     if interrupted:
-        log(f"interrupted: best model so far in {out}; continue with --resume (state in {ckpt})")
+        print(f"annotomo: interrupted: best model so far in {out}; continue with --resume (state in {ckpt})",
+              file=sys.stderr)
     else:
         ckpt.unlink(missing_ok=True)
-    return TrainResult(out, state["history"], state["best"], state["iteration"], seconds)
+    return TrainResult(out, state["history"], state["best"], state["iteration"], seconds, interrupted)
 
 
 def _better(entry, best):
@@ -377,14 +425,14 @@ def _check_class_names(class_names):
         raise AnnotomoError(f"class names may use letters, digits, '_' and '-' only (used in file names): {bad}")
 
 
-def _check_classes_present(data, class_names, log):
+def _check_classes_present(data, class_names):
     counts = np.zeros(len(class_names) + 1, dtype=np.int64)
     for d in data:
         counts += np.bincount(d.labels.ravel(), minlength=256)[: len(class_names) + 1]
     for k, name in enumerate(class_names, start=1):
         if counts[k] == 0:
-            log(f"warning: class {k} ({name}) has no annotated voxel in the training labels; "
-                "the model cannot learn it")
+            warnings.warn(f"class {k} ({name}) has no annotated voxel in the training labels; "
+                          "the model cannot learn it", stacklevel=2)
 
 
 def _provenance(config, data, val_data, state):

@@ -94,10 +94,10 @@ def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> V
         raise InputError(path, "file not found")
     if path.is_dir():
         raise InputError(path, "is a directory, expected an MRC file")
-    if path.stat().st_size < 1024:
-        raise InputError(path, f"not an MRC file (only {path.stat().st_size} bytes, shorter than an MRC header)")
     try:
         compressed = _is_compressed(path)
+        if not compressed and path.stat().st_size < 1024:
+            raise InputError(path, f"not an MRC file (only {path.stat().st_size} bytes, shorter than an MRC header)")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if compressed:
@@ -108,19 +108,20 @@ def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> V
         raise InputError(path, f"cannot be read as MRC ({exc})") from None
     problems = [str(w.message) for w in caught]
     if mrc.data is None:
+        problem = _why_unreadable(mrc, path, problems)
         mrc.close()
-        detail = "; ".join(problems) or "no readable data block"
-        raise InputError(path, f"not a readable MRC file ({detail})")
+        raise InputError(path, problem)
     mode = int(mrc.header.mode)
     if mode not in _SUPPORTED_MODES:
         mrc.close()
         raise InputError(path, f"MRC mode {mode} is not supported (use mode 0, 1, 2, 6 or 12)")
-    if any("map ID string" in p or "Map ID string" in p for p in problems) and not _looks_like_mrc(mrc):
-        mrc.close()
-        raise InputError(path, "not an MRC file (no MAP identifier and an implausible header)")
     for p in problems:
         warnings.warn(f"{path}: {p}", stacklevel=2)
     data = mrc.data
+    if data.size == 0:
+        shape = tuple(int(mrc.header[k]) for k in ("nz", "ny", "nx"))
+        mrc.close()
+        raise InputError(path, f"empty volume (the header gives {shape[0]} x {shape[1]} x {shape[2]} voxels, z, y, x)")
     if data.ndim == 2:
         data = data[np.newaxis]
     if data.ndim != 3:
@@ -146,6 +147,26 @@ def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> V
         mode=mode,
         _handle=mrc,
     )
+
+
+_MODE_BYTES = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}
+
+
+def _why_unreadable(mrc, path, problems) -> str:
+    """A one-line reason why mrcfile could not map the data block."""
+    h = mrc.header
+    if any("Map ID string" in p for p in problems) and not _looks_like_mrc(mrc):
+        return "not an MRC file (no MAP identifier and an implausible header)"
+    mode = int(h.mode)
+    if mode not in _MODE_BYTES:
+        return f"not a readable MRC file (unknown data mode {mode})"
+    dims = [int(h.nx), int(h.ny), int(h.nz)]
+    expected = 1024 + int(h.nsymbt) + _MODE_BYTES[mode] * int(np.prod(dims, dtype=np.int64))
+    actual = path.stat().st_size
+    if actual < expected:
+        return (f"truncated MRC file: the header describes {dims[2]} x {dims[1]} x {dims[0]} voxels (z, y, x) of "
+                f"mode {mode}, {expected} bytes, but the file has {actual} bytes")
+    return "not a readable MRC file (" + "; ".join(problems[:2] or ["no readable data block"]) + ")"
 
 
 def _looks_like_mrc(mrc) -> bool:

@@ -1,0 +1,291 @@
+"""The `annotomo` command: a thin layer that parses arguments and calls the Python API.
+
+Errors a user can fix are printed as one line (`annotomo: error: FILE: problem`) with exit code 2 and no
+traceback (`--debug` shows it); Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .conventions import SYNTH_CLASSES
+from .errors import AnnotomoError
+
+EXIT_USAGE, EXIT_INTERRUPTED, EXIT_INTERNAL = 2, 130, 1
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_synth(sub):
+    p = sub.add_parser("synth", help="simulate a labelled cellular tomogram",
+                       description="Write PREFIX_tomo.mrc (float32), PREFIX_labels.mrc (uint8: 0 background, "
+                                   "1 microtubule, 2 ribosome, 3 membrane, 4 double_membrane) and "
+                                   "PREFIX_ribosomes.csv (true particle centres).")
+    p.add_argument("prefix")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("Z", "Y", "X"), default=(64, 256, 256))
+    p.add_argument("--pixel-size", type=_positive_float, default=28.0, help="Angstrom per voxel (default 28)")
+    p.add_argument("--snr", type=_positive_float, default=0.5, help="signal/noise variance ratio (default 0.5)")
+    p.add_argument("--tilt-range", type=_positive_float, default=60.0, help="+- degrees (default 60)")
+    p.add_argument("--defocus", type=float, default=3.0, help="micrometres underfocus (default 3)")
+    p.add_argument("--preview", action="store_true", help="also write PREFIX_preview.png")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_synth)
+
+
+def cmd_synth(args):
+    from .api import synthesize
+
+    if min(args.shape) < 8:
+        raise AnnotomoError(f"--shape {' '.join(map(str, args.shape))}: every size must be at least 8 voxels")
+    result, paths = synthesize(args.prefix, preview=args.preview, overwrite=args.overwrite, seed=args.seed,
+                               shape=tuple(args.shape), pixel_size=args.pixel_size, snr=args.snr,
+                               tilt_range=args.tilt_range, defocus=args.defocus)
+    print(f"{'index':>5}  {'class':<16}{'voxel fraction':>15}")
+    for index, name, fraction in result.class_table():
+        print(f"{index:>5}  {name:<16}{fraction:>15.4f}")
+    for path in paths.values():
+        print(f"wrote {path}")
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a model on annotated tomograms",
+                       description="Labels: 0 = background, k = k-th name of --classes, 255 = not annotated "
+                                   "(ignored). Writes the best model to --out, plus OUT.log.json and "
+                                   "OUT.training.png.")
+    p.add_argument("--tomogram", action="append", required=True, help="training tomogram (repeatable)")
+    p.add_argument("--labels", action="append", required=True, help="its labels (one per --tomogram)")
+    p.add_argument("--classes", required=True, help="comma-separated feature names, label 1 first")
+    p.add_argument("--out", required=True, help="model file to write (e.g. model.annotomo)")
+    p.add_argument("--val-tomogram", action="append", default=[], help="validation tomogram (repeatable)")
+    p.add_argument("--val-labels", action="append", default=[], help="its labels")
+    p.add_argument("--minutes", type=_positive_float, default=5.0, help="training time budget (default 5)")
+    p.add_argument("--iterations", type=_positive_int, help="train exactly this many iterations instead")
+    p.add_argument("--arch", default="unet", help="unet (default), unet-original or tomoseg-cnn")
+    p.add_argument("--context-slices", type=_positive_int, default=None,
+                   help="slices fed to the network (odd; 1 = 2D; default 5 for unet)")
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--patch", type=_positive_int, default=None, help="training patch size in pixels")
+    p.add_argument("--learning-rate", type=_positive_float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--invert-contrast", action="store_true", help="for tomograms where dense matter is bright")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args):
+    from .train import TrainConfig, train
+    from .volumes import check_output_path
+
+    classes = [c.strip() for c in args.classes.split(",")]
+    if len(args.val_tomogram) != len(args.val_labels):
+        raise AnnotomoError("give one --val-labels per --val-tomogram")
+    inputs = args.tomogram + args.labels + args.val_tomogram + args.val_labels
+    if not args.resume:
+        check_output_path(args.out, inputs=inputs, overwrite=args.overwrite)
+    else:
+        check_output_path(args.out, inputs=inputs, overwrite=True)
+    config = TrainConfig(arch=args.arch, minutes=args.minutes, iterations=args.iterations, seed=args.seed,
+                         invert_contrast=args.invert_contrast)
+    if args.arch == "tomoseg-cnn":
+        config = tomoseg_config(config)
+    for name in ("context_slices", "batch_size", "patch", "learning_rate"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    if config.context_slices % 2 == 0:
+        raise AnnotomoError(f"--context-slices must be odd (the slice plus equal context each side), got "
+                            f"{config.context_slices}")
+    result = train(args.tomogram, args.labels, classes, args.out, config,
+                   validation=list(zip(args.val_tomogram, args.val_labels)), progress=not args.quiet,
+                   resume=args.resume)
+    best = result.best
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    print(f"trained {result.iterations} iterations in {result.seconds:.0f} s; best epoch {best['epoch']} "
+          f"mean Dice {best['mean_dice']:.3f}")
+    print(f"wrote {args.out} (+ .log.json, .training.png)")
+
+
+def tomoseg_config(config):
+    """Training settings of EMAN2 tomoseg's CNN (2D, 64-pixel boxes, batch 20, Adam at 1e-4)."""
+    config.context_slices, config.patch, config.batch_size, config.learning_rate = 1, 64, 20, 1e-4
+    config.weight_decay = 0.0
+    return config
+
+
+def _add_segment(sub):
+    p = sub.add_parser("segment", help="annotate tomograms with a trained model",
+                       description="Writes OUTDIR/<stem>_labels.mrc (uint8 class index) and with "
+                                   "--probabilities OUTDIR/<stem>_<class>.mrc (float32) per feature.")
+    p.add_argument("model")
+    p.add_argument("tomograms", nargs="+")
+    p.add_argument("-o", "--outdir", required=True)
+    p.add_argument("--probabilities", action="store_true", help="also write one probability map per feature")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--tile", type=_positive_int, default=2048,
+                   help="in-plane tile size; larger slices are tiled with overlap (default 2048)")
+    p.add_argument("--pixel-size", type=_positive_float, default=None, help="override the header's pixel size")
+    p.add_argument("--classes", help="expected class names (comma-separated): refuse a model with other classes")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_segment)
+
+
+def cmd_segment(args):
+    from .api import segment
+    from .modelfile import read_model_info
+
+    if args.classes:
+        expected = [c.strip() for c in args.classes.split(",")]
+        actual = read_model_info(args.model).class_names
+        if expected != actual:
+            raise AnnotomoError(f"{args.model}: model classes are {','.join(actual)}, not {','.join(expected)}")
+    start = time.perf_counter()
+    segment(args.model, args.tomograms, args.outdir, probabilities=args.probabilities, overwrite=args.overwrite,
+            progress=not args.quiet, pixel_size=args.pixel_size, device=args.device, precision=args.precision,
+            tile=args.tile)
+    print(f"done in {time.perf_counter() - start:.1f} s")
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="score a label volume against the truth (Dice, IoU, ...)")
+    p.add_argument("prediction")
+    p.add_argument("truth")
+    p.add_argument("--classes", help="comma-separated class names (default: class_1, class_2, ...)")
+    p.add_argument("--json", help="also write the scores to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args):
+    from .api import evaluate
+    from .metrics import format_scores
+
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    scores = evaluate(args.prediction, args.truth, classes, args.json)
+    print(format_scores(scores))
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="simulate, train, segment and score: the whole pipeline in minutes")
+    p.add_argument("--outdir", default="demo_output")
+    p.add_argument("--minutes", type=_positive_float, default=3.0, help="training time (default 3)")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+
+    run_demo(Path(args.outdir), minutes=args.minutes, seed=args.seed)
+
+
+def _add_info(sub):
+    p = sub.add_parser("info", help="describe a tomogram, label or model file")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(args):
+    import numpy as np
+
+    from .modelfile import read_model_info
+    from .normalize import sample_voxels
+    from .volumes import open_volume
+
+    for f in args.files:
+        if _is_model_file(f):
+            info = read_model_info(f)
+            print(json.dumps({"file": str(f), **info.__dict__}, indent=1, default=str))
+            continue
+        with open_volume(f) as vol:
+            sample = sample_voxels(vol.data)
+            vs = "unknown" if vol.voxel_size is None else " x ".join(f"{v:g}" for v in vol.voxel_size) + " A (z, y, x)"
+            print(f"{f}: {' x '.join(map(str, vol.shape))} voxels (z, y, x), MRC mode {vol.mode}, "
+                  f"{vol.data.dtype}, voxel size {vs}, values {float(np.min(sample)):g} .. {float(np.max(sample)):g} "
+                  f"(sampled), mean {float(np.mean(sample)):g}")
+
+
+def _is_model_file(path) -> bool:
+    """safetensors files start with an 8-byte header length followed by a JSON object."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="annotomo", description="Annotate cryo-electron tomograms with a U-Net. "
+                                     "Axis order (z, y, x); labels 0 = background, 1..N = features, 255 = not "
+                                     "annotated; pixel size in Angstrom.")
+    parser.add_argument("--version", action="version", version=f"annotomo {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_synth, _add_train, _add_segment, _add_evaluate, _add_info):
+        add(sub)
+    return parser
+
+
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
+    print(f"annotomo: warning: {message}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.debug:
+        warnings.showwarning = _one_line_warnings
+    try:
+        code = args.func(args)
+    except AnnotomoError as exc:
+        if args.debug:
+            raise
+        print(f"annotomo: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("annotomo: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print("annotomo: error: out of memory (try a smaller --tile, or close other programs)", file=sys.stderr)
+        return EXIT_INTERNAL
+    except OSError as exc:
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"annotomo: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, and how to see more
+        if args.debug:
+            raise
+        print(f"annotomo: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+    return code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["main", "build_parser", "SYNTH_CLASSES"]

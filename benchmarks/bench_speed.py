@@ -1,0 +1,175 @@
+"""Segmentation speed and memory: `annotomo segment` end to end on a bin-4-sized tomogram.
+
+For each lever (precision, channels-last, conv+BN fusion, tile size, threads) the whole path runs in a
+fresh subprocess (read MRC -> normalise -> infer -> write labels), so peak RSS is per configuration.
+Prints a table and writes JSON with Mvox/s, seconds, peak RSS, achieved model GFLOP/s against this
+machine's measured matmul peak, and agreement/Dice of each lever's labels with the unoptimised fp32 path.
+
+    python benchmarks/bench_speed.py [--quick] [--large-gvox 1.0] [--model model.annotomo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from annotomo import TrainConfig, simulate, train  # noqa: E402
+from annotomo.metrics import segmentation_scores  # noqa: E402
+from annotomo.modelfile import load_model  # noqa: E402
+from annotomo.volumes import open_volume, read_labels, write_volume  # noqa: E402
+from common import child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak  # noqa: E402
+
+LEVERS = {
+    # name: Predictor options. The first is the reference every lever is compared with.
+    "reference fp32 (NCHW, unfused)": dict(precision="fp32", fuse=False, channels_last=False),
+    "+ channels-last": dict(precision="fp32", fuse=False, channels_last=True),
+    "+ conv/BN fusion (default)": dict(precision="fp32", fuse=True, channels_last=True),
+    "default, tiles 512 (overlap 256)": dict(precision="fp32", fuse=True, channels_last=True, tile=512, overlap=256),
+    "default, bf16 autocast": dict(precision="bf16", fuse=True, channels_last=True),
+    "default, 1 thread": dict(precision="fp32", fuse=True, channels_last=True, threads=1),
+}
+DEFAULT = "+ conv/BN fusion (default)"
+
+
+def profile_default(model_path, tomogram):
+    """Where the time goes in the default path: reading+normalising, the network, argmax+writing."""
+    from annotomo.predict import Predictor
+
+    p = Predictor.from_file(model_path, device="cpu")
+    with open_volume(tomogram) as vol:
+        norm = p.info.normalization_for(vol.data)
+        t0 = time.perf_counter()
+        normalized = norm.apply(vol.data)
+        t_read = time.perf_counter() - t0
+        step = p._batch_slices(vol.shape)
+        t_net = t_post = 0.0
+        labels = np.empty(vol.shape, np.uint8)
+        for z in range(0, vol.shape[0], step):
+            n = min(step, vol.shape[0] - z)
+            stacks = p._stacks(normalized, z, n)
+            t0 = time.perf_counter()
+            logits = p.logits(stacks)
+            t1 = time.perf_counter()
+            labels[z : z + n] = logits.argmax(1).to(torch.uint8).numpy()
+            t_post += time.perf_counter() - t1
+            t_net += t1 - t0
+    total = t_read + t_net + t_post
+    return dict(read_normalise_s=t_read, network_s=t_net, argmax_s=t_post,
+                fractions=dict(read_normalise=t_read / total, network=t_net / total, argmax=t_post / total))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller tomogram (864 x 864 x 32), fewer levers")
+    ap.add_argument("--model", help="trained model (default: train one for --train-minutes on simulated data)")
+    ap.add_argument("--train-minutes", type=float, default=2.0)
+    ap.add_argument("--large-gvox", type=float, default=0.0, help="also run a tomogram of this many Gvoxels")
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "speed.json"))
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--tomogram", help=argparse.SUPPRESS)
+    ap.add_argument("--outdir", help=argparse.SUPPRESS)
+    ap.add_argument("--options", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return run_child(args)
+
+    work = Path(tempfile.mkdtemp(prefix="annotomo-bench-"))
+    model_path = Path(args.model) if args.model else work / "bench.annotomo"
+    if not args.model:
+        print(f"training a model for {args.train_minutes:g} min on a simulated tomogram ...", flush=True)
+        s = simulate(seed=1)
+        write_volume(work / "a_tomo.mrc", s.tomogram, (28.0,) * 3)
+        write_volume(work / "a_labels.mrc", s.labels, (28.0,) * 3)
+        train([work / "a_tomo.mrc"], [work / "a_labels.mrc"], list(s.class_names), model_path,
+              TrainConfig(minutes=args.train_minutes), progress=False, log=lambda *a: None)
+    model, info = load_model(model_path)
+    fpv = flops_per_voxel(model, info.context_slices)
+
+    shape = (32 if args.quick else 94, 864, 864)
+    tomo = work / "bin4.mrc"
+    make_tomogram(tomo, shape)
+    test = simulate(seed=2)
+    write_volume(work / "test_tomo.mrc", test.tomogram, (28.0,) * 3)
+
+    peak32 = matmul_peak(torch.float32)
+    peak16 = matmul_peak(torch.bfloat16)
+    levers = {k: v for k, v in LEVERS.items() if not args.quick or k in
+              ("reference fp32 (NCHW, unfused)", DEFAULT, "default, bf16 autocast")}
+    rows = []
+    reference_labels = None
+    for name, opts in levers.items():
+        out = work / name.replace(" ", "_").replace("/", "")
+        r = child(model_path, tomo, out, opts)
+        child(model_path, work / "test_tomo.mrc", out, opts)
+        with read_labels(out / "test_tomo_labels.mrc") as lab:
+            pred = np.array(lab.data)
+        scores = segmentation_scores(test.labels, pred, info.class_names)
+        if reference_labels is None:
+            reference_labels, reference_dice = pred, scores["mean_dice"]
+        voxels = np.prod(shape)
+        rows.append(dict(lever=name, options=opts, mvox_per_s=voxels / r["seconds"] / 1e6, seconds=r["seconds"],
+                         peak_rss_mb=r["peak_rss_mb"], gflops=fpv * voxels / r["seconds"] / 1e9,
+                         mean_dice=scores["mean_dice"], dice_change=scores["mean_dice"] - reference_dice,
+                         agreement=float(np.mean(pred == reference_labels))))
+        print(f"{name:<32} {rows[-1]['mvox_per_s']:6.2f} Mvox/s  {r['seconds']:6.1f} s  "
+              f"{r['peak_rss_mb']:6.0f} MB  Dice {scores['mean_dice']:.3f}", flush=True)
+
+    scaling = []
+    if args.large_gvox:
+        for gvox in sorted({args.large_gvox / 4, args.large_gvox}):
+            nz = max(8, int(gvox * 1e9 / (864 * 864 * 16)))
+            big_shape = (nz, 864 * 4, 864 * 4)
+            big = work / f"big_{nz}.mrc"
+            make_tomogram(big, big_shape)
+            r = child(model_path, big, work / f"big_out_{nz}", LEVERS[DEFAULT])
+            scaling.append(dict(shape=big_shape, gvoxels=float(np.prod(big_shape)) / 1e9, **r,
+                                mvox_per_s=float(np.prod(big_shape)) / r["seconds"] / 1e6))
+            print(f"large {big_shape}: {scaling[-1]['gvoxels']:.2f} Gvox, {r['seconds']:.0f} s, "
+                  f"{scaling[-1]['mvox_per_s']:.2f} Mvox/s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+            big.unlink()
+
+    profile = profile_default(model_path, tomo)
+    result = dict(
+        machine=dict(cpu=cpu_name(), cores=os.cpu_count(), torch=torch.__version__,
+                     torch_threads=torch.get_num_threads(), fast_bf16=_fast_bf16()),
+        date=time.strftime("%Y-%m-%d"), tomogram_shape=shape, model=dict(arch=info.arch, params=info.arch_params,
+                                                                          flops_per_voxel=fpv),
+        matmul_peak_gflops=dict(fp32=peak32, bf16=peak16), levers=rows, default=DEFAULT,
+        large_tomograms=scaling, profile=profile,
+    )
+    print()
+    print(f"machine: {result['machine']['cpu']}, {os.cpu_count()} cores; matmul peak fp32 {peak32:.0f} GFLOP/s, "
+          f"bf16 {peak16:.0f} GFLOP/s; model {fpv / 1e3:.1f} kFLOP/voxel")
+    print(f"{'lever':<32}{'Mvox/s':>8}{'s':>8}{'RSS MB':>8}{'GFLOP/s':>9}{'% peak':>8}{'Dice':>7}{'agree':>8}")
+    for r in rows:
+        peak = peak16 if "bf16" in r["lever"] else peak32
+        print(f"{r['lever']:<32}{r['mvox_per_s']:>8.2f}{r['seconds']:>8.1f}{r['peak_rss_mb']:>8.0f}"
+              f"{r['gflops']:>9.1f}{100 * r['gflops'] / peak:>7.0f}%{r['mean_dice']:>7.3f}{r['agreement']:>8.4f}")
+    f = profile["fractions"]
+    print(f"default path time: network {100 * f['network']:.0f}%, read+normalise {100 * f['read_normalise']:.0f}%, "
+          f"argmax {100 * f['argmax']:.0f}%")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.json}")
+
+
+def _fast_bf16():
+    from annotomo.predict import cpu_has_fast_bf16
+
+    return cpu_has_fast_bf16()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""annotomo's U-Net against EMAN2 tomoseg's CNN (one per feature), trained and applied in one run.
+
+Every model is trained on the same simulated tomogram with the same wall-clock budget on this machine,
+scored on a separate simulated test tomogram (another cell), and timed through the same inference
+engine (annotomo's Predictor, in a fresh subprocess) at fp32 and at bf16 on 864 x 864 slices. Seconds
+for a whole 864 x 864 x 94 tomogram are extrapolated from the timed slices (time is linear in slices).
+
+    python benchmarks/bench_vs_tomoseg.py [--quick] [--minutes 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from annotomo import TrainConfig, simulate, train  # noqa: E402
+from annotomo.api import segment  # noqa: E402
+from annotomo.cli import tomoseg_config  # noqa: E402
+from annotomo.metrics import segmentation_scores  # noqa: E402
+from annotomo.modelfile import load_model  # noqa: E402
+from annotomo.volumes import read_labels, write_volume  # noqa: E402
+from common import child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak, run_child  # noqa: E402
+
+BIN4 = (94, 864, 864)
+
+MODELS = {
+    # name: TrainConfig overrides
+    "unet (default, 2.5D 5 slices)": dict(arch="unet"),
+    "unet 2.5D 3 slices": dict(arch="unet", context_slices=3),
+    "unet 2D": dict(arch="unet", context_slices=1),
+    "unet-original (31M, 2D)": dict(arch="unet-original", context_slices=1, batch_size=4),
+    "tomoseg-cnn (4 networks)": dict(arch="tomoseg-cnn"),
+}
+
+
+def config_for(overrides, minutes, seed):
+    config = TrainConfig(minutes=minutes, seed=seed)
+    if overrides.get("arch") == "tomoseg-cnn":
+        config = tomoseg_config(config)
+    for k, v in overrides.items():
+        setattr(config, k, v)
+    return config
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 minute of training per model, fewer timed slices")
+    ap.add_argument("--minutes", type=float, default=None, help="training budget per model (default 5; quick 1)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--only", nargs="*", help="run only models whose name starts with one of these")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--tomogram", help=argparse.SUPPRESS)
+    ap.add_argument("--outdir", help=argparse.SUPPRESS)
+    ap.add_argument("--options", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return run_child(args)
+    minutes = args.minutes or (1.0 if args.quick else 5.0)
+    json_path = Path(args.json or ROOT / "benchmarks" / "results" / ("vs_tomoseg_quick.json" if args.quick
+                                                                      else "vs_tomoseg.json"))
+    work = Path(tempfile.mkdtemp(prefix="annotomo-vs-"))
+    train_sim, test_sim = simulate(seed=args.seed), simulate(seed=args.seed + 1000)
+    for name, s in (("train", train_sim), ("test", test_sim)):
+        write_volume(work / f"{name}_tomo.mrc", s.tomogram, (28.0,) * 3)
+        write_volume(work / f"{name}_labels.mrc", s.labels, (28.0,) * 3)
+    timed_slices = 4 if args.quick else 8
+    timing_tomo = work / "bin4_slices.mrc"
+    make_tomogram(timing_tomo, (timed_slices, BIN4[1], BIN4[2]))
+    peaks = dict(fp32=matmul_peak(torch.float32), bf16=matmul_peak(torch.bfloat16))
+    classes = list(train_sim.class_names)
+
+    rows = []
+    for name, overrides in MODELS.items():
+        if args.only and not any(name.startswith(o) for o in args.only):
+            continue
+        print(f"== {name}: training {minutes:g} min", flush=True)
+        path = work / (name.split()[0] + f"_{len(rows)}.annotomo")
+        config = config_for(overrides, minutes, args.seed)
+        t = time.perf_counter()
+        result = train([work / "train_tomo.mrc"], [work / "train_labels.mrc"], classes, path, config,
+                       progress=False, log=lambda *a: None)
+        train_s = time.perf_counter() - t
+        written = segment(path, [work / "test_tomo.mrc"], work / f"seg_{len(rows)}", overwrite=True, progress=False,
+                          log=lambda *a: None)[0]
+        with read_labels(written["labels"]) as lab:
+            scores = segmentation_scores(test_sim.labels, lab.data, classes)
+        model, info = load_model(path)
+        row = dict(model=name, arch=info.arch, context_slices=info.context_slices,
+                   params=sum(p.numel() for p in model.parameters()), flops_per_voxel=flops_per_voxel(model, info.context_slices),
+                   iterations=result.iterations, train_seconds=train_s, mean_dice=scores["mean_dice"],
+                   dice={k: v["dice"] for k, v in scores["classes"].items()})
+        for precision in ("fp32", "bf16"):
+            r = child(path, timing_tomo, work / f"time_{len(rows)}_{precision}", dict(precision=precision))
+            voxels = timed_slices * BIN4[1] * BIN4[2]
+            row[precision] = dict(mvox_per_s=voxels / r["seconds"] / 1e6,
+                                  bin4_seconds=r["seconds"] * BIN4[0] / timed_slices, peak_rss_mb=r["peak_rss_mb"],
+                                  gflops=row["flops_per_voxel"] * voxels / r["seconds"] / 1e9)
+        rows.append(row)
+        print(f"   {result.iterations} iterations, mean Dice {scores['mean_dice']:.3f}, "
+              f"fp32 {row['fp32']['mvox_per_s']:.2f} Mvox/s, bf16 {row['bf16']['mvox_per_s']:.2f} Mvox/s", flush=True)
+
+    base = next((r for r in rows if r["arch"] == "tomoseg-cnn"), None)
+    for r in rows:
+        for precision in ("fp32", "bf16"):
+            r[precision]["speedup_vs_tomoseg"] = (r[precision]["mvox_per_s"] / base[precision]["mvox_per_s"]
+                                                  if base else None)
+    result = dict(machine=dict(cpu=cpu_name(), torch=torch.__version__, threads=torch.get_num_threads()),
+                  date=time.strftime("%Y-%m-%d"), train_minutes=minutes, quick=args.quick,
+                  data=dict(train_seed=args.seed, test_seed=args.seed + 1000, shape=list(train_sim.tomogram.shape),
+                            pixel_size=28.0), matmul_peak_gflops=peaks, timed_shape=[timed_slices, *BIN4[1:]],
+                  models=rows)
+    print()
+    print(f"machine: {result['machine']['cpu']}; matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} "
+          f"GFLOP/s; training budget {minutes:g} min per model")
+    names = list(rows[0]["dice"]) if rows else []
+    head = f"{'model':<31}{'params':>8}{'kFLOP/vox':>10}{'iters':>7}" + "".join(f"{n[:8]:>9}" for n in names)
+    head += f"{'mean':>7}{'fp32 Mv/s':>10}{'864x94 s':>9}{'x CNN':>7}{'bf16 Mv/s':>10}{'x CNN':>7}{'RSS MB':>8}"
+    print(head)
+    for r in rows:
+        line = f"{r['model']:<31}{r['params'] / 1e6:>7.2f}M{r['flops_per_voxel'] / 1e3:>10.1f}{r['iterations']:>7d}"
+        line += "".join(f"{r['dice'][n]:>9.3f}" for n in names)
+        f32, b16 = r["fp32"], r["bf16"]
+        line += (f"{r['mean_dice']:>7.3f}{f32['mvox_per_s']:>10.2f}{f32['bin4_seconds']:>9.1f}"
+                 f"{(f32['speedup_vs_tomoseg'] or float('nan')):>7.1f}{b16['mvox_per_s']:>10.2f}"
+                 f"{(b16['speedup_vs_tomoseg'] or float('nan')):>7.1f}{f32['peak_rss_mb']:>8.0f}")
+        print(line)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    main()

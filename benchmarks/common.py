@@ -1,0 +1,83 @@
+"""Helpers shared by the benchmark scripts: machine peak, FLOP counting, big test tomograms, and
+running one segmentation in a fresh subprocess (so peak RSS belongs to that configuration alone)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from annotomo import simulate
+from annotomo.volumes import volume_writer
+
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def matmul_peak(dtype=torch.float32, n=2048, repeat=5):
+    a = torch.randn(n, n, dtype=dtype)
+    a @ a
+    t = time.perf_counter()
+    for _ in range(repeat):
+        a @ a
+    return 2 * n**3 * repeat / (time.perf_counter() - t) / 1e9
+
+
+def flops_per_voxel(model, context):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, context, 256, 256)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model.eval()(x)
+    return counter.get_total_flops() / (256 * 256)
+
+
+def make_tomogram(path, shape, seed=7):
+    """A large tomogram made of simulated 64 x 256 x 256 blocks (realistic content everywhere)."""
+    block = simulate(seed=seed).tomogram
+    reps = [int(np.ceil(s / b)) for s, b in zip(shape, block.shape)]
+    with volume_writer(path, shape, np.float32, (28.0,) * 3) as out:
+        for z in range(0, shape[0], 16):
+            zz = np.arange(z, min(z + 16, shape[0])) % (2 * block.shape[0])
+            zz = np.where(zz >= block.shape[0], 2 * block.shape[0] - 1 - zz, zz)  # mirror in z
+            slab = np.tile(block[zz], (1, reps[1], reps[2]))[:, : shape[1], : shape[2]]
+            out[z : z + len(zz)] = slab
+
+
+def run_child(args):
+    """Child process: segment one tomogram with one lever; print JSON timings."""
+    opts = json.loads(args.options)
+    threads = opts.pop("threads", None)
+    if threads:
+        torch.set_num_threads(threads)
+    from annotomo.api import segment
+    from annotomo.predict import Predictor
+
+    predictor = Predictor.from_file(args.model, **opts)
+    t = time.perf_counter()
+    segment(predictor, [args.tomogram], args.outdir, overwrite=True, progress=False, log=lambda *a: None)
+    seconds = time.perf_counter() - t
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(dict(seconds=seconds, peak_rss_mb=rss_mb)))
+
+
+def child(model, tomogram, outdir, options):
+    cmd = [sys.executable, sys.argv[0], "--child", "--model", str(model), "--tomogram", str(tomogram),
+           "--outdir", str(outdir), "--options", json.dumps(options)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+

@@ -1,0 +1,87 @@
+"""The command line as a user runs it: outputs, and one-line errors with a non-zero exit code."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from annotomo.cli import main
+from annotomo.volumes import open_volume, read_labels, write_volume
+
+
+def run_cli(*args):
+    """Run `annotomo ARGS` in a fresh process; return (exit code, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "annotomo", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_clean_error(code, err, *fragments):
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("annotomo: error")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], err
+
+
+def test_synth_writes_tomogram_labels_and_preview(tmp_path):
+    code, out, err = run_cli("synth", tmp_path / "cell", "--shape", 24, 96, 96, "--seed", 2, "--pixel-size", 20,
+                             "--preview")
+    assert code == 0, err
+    assert "microtubule" in out and "double_membrane" in out
+    with open_volume(tmp_path / "cell_tomo.mrc") as t, read_labels(tmp_path / "cell_labels.mrc") as lab:
+        assert t.shape == lab.shape == (24, 96, 96) and t.data.dtype == np.float32
+        assert t.voxel_size == (20.0, 20.0, 20.0) == lab.voxel_size
+    assert (tmp_path / "cell_preview.png").stat().st_size > 10_000
+    assert (tmp_path / "cell_ribosomes.csv").read_text().startswith("x_voxel")
+
+
+def test_segment_and_evaluate_through_the_cli(trained_model, small_files, tmp_path, capsys):
+    model, _ = trained_model
+    assert main(["segment", str(model), str(small_files["test_tomo"]), "-o", str(tmp_path), "--quiet"]) == 0
+    labels = tmp_path / "test_tomo_labels.mrc"
+    assert labels.exists()
+    assert main(["evaluate", str(labels), str(small_files["test_labels"]),
+                 "--classes", "microtubule,ribosome,membrane,double_membrane"]) == 0
+    out = capsys.readouterr().out
+    assert "ribosome" in out and "mean" in out
+    # Running again without --overwrite refuses and leaves the file as it was.
+    before = labels.read_bytes()
+    assert main(["segment", str(model), str(small_files["test_tomo"]), "-o", str(tmp_path), "--quiet"]) == 2
+    assert labels.read_bytes() == before
+
+
+def test_missing_file(tmp_path):
+    code, _, err = run_cli("evaluate", tmp_path / "nope.mrc", tmp_path / "nope2.mrc")
+    assert_clean_error(code, err, "nope.mrc", "not found")
+
+
+def test_not_an_mrc_file(tmp_path):
+    bad = tmp_path / "notes.mrc"
+    bad.write_text("hello\n" * 400)
+    code, _, err = run_cli("info", bad)
+    assert_clean_error(code, err, "notes.mrc")
+
+
+def test_labels_with_another_shape(tmp_path, small_files):
+    write_volume(tmp_path / "lab.mrc", np.zeros((4, 8, 8), np.uint8), (28.0,) * 3)
+    code, _, err = run_cli("train", "--tomogram", small_files["train_tomo"], "--labels", tmp_path / "lab.mrc",
+                           "--classes", "a,b,c,d", "--out", tmp_path / "m.annotomo", "--iterations", 1)
+    assert_clean_error(code, err, "lab.mrc", "shape")
+    assert not (tmp_path / "m.annotomo").exists()
+
+
+def test_help_lists_the_commands():
+    code, out, _ = run_cli("--help")
+    assert code == 0
+    for command in ("demo", "synth", "train", "segment", "evaluate", "info"):
+        assert command in out
+
+
+@pytest.mark.parametrize("argv", [["synth"], ["segment", "model"], ["train", "--tomogram", "a"]])
+def test_usage_errors_exit_2(argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2

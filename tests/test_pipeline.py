@@ -1,0 +1,112 @@
+"""Training learns, inference is seamless and consistent, outputs have the right geometry."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from annotomo import Predictor, evaluate, load_model, read_model_info, robust_normalization, segment
+from annotomo.metrics import segmentation_scores
+from annotomo.volumes import open_volume, read_labels
+from conftest import chance_dice
+
+
+def test_trained_model_is_far_better_than_chance(trained_model, small_pair):
+    path, result = trained_model
+    test = small_pair[1]
+    predictor = Predictor.from_file(path)
+    out = np.zeros(test.labels.shape, np.uint8)
+    predictor.segment(test.tomogram, robust_normalization(test.tomogram), out, progress=False)
+    scores = segmentation_scores(test.labels, out, test.class_names)
+    for k, name in enumerate(test.class_names, start=1):
+        dice = scores["classes"][name]["dice"]
+        assert dice > 5 * chance_dice(test.labels, k), f"{name}: Dice {dice:.3f}"
+    assert scores["mean_dice"] > 0.5, scores
+    assert result.history and result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_tiled_prediction_equals_whole_slice_prediction(trained_model, small_pair):
+    path, _ = trained_model
+    vol = np.pad(small_pair[1].tomogram[10:14], ((0, 0), (0, 448), (0, 448)), mode="symmetric")  # 640 x 640
+    norm = robust_normalization(vol)
+    whole = Predictor.from_file(path, tile=4096)
+    tiled = Predictor.from_file(path, tile=384, overlap=256)  # 2 x 2 tiles
+    stacks = whole._stacks(norm.apply(vol), 2, 1)
+    a = torch.softmax(whole.logits(stacks), 1)
+    b = torch.softmax(tiled.logits(stacks), 1)
+    assert a.shape == b.shape == (1, 5, 640, 640)
+    diff = (a - b).abs()
+    assert float(diff.max()) < 0.1, "a seam: tiled probabilities differ from the whole-slice ones"
+    assert float(diff.mean()) < 0.001
+    assert float((a.argmax(1) == b.argmax(1)).float().mean()) > 0.999
+
+
+def test_a_sub_volume_with_its_halo_gives_the_same_labels_as_the_whole(trained_model, small_pair):
+    path, _ = trained_model
+    vol = small_pair[1].tomogram
+    predictor = Predictor.from_file(path)
+    norm = robust_normalization(vol)
+    whole = np.zeros(vol.shape, np.uint8)
+    predictor.segment(vol, norm, whole, progress=False)
+    h = predictor.halo[0]
+    assert h == 2
+    block = predictor.predict_block(vol[10 - h : 20 + h], norm)
+    assert np.array_equal(block, whole[10:20])
+    first = predictor.predict_block(vol[0 : 8 + h], norm, halo=0)[:8]
+    assert np.array_equal(first, whole[0:8])
+
+
+def test_segment_writes_labels_and_probabilities_with_the_input_geometry(trained_model, small_files, tmp_path):
+    path, _ = trained_model
+    written = segment(path, [small_files["test_tomo"]], tmp_path / "out", probabilities=True, progress=False,
+                      log=lambda *a: None)[0]
+    names = read_model_info(path).class_names
+    assert set(written) == {"labels", *names}
+    with open_volume(small_files["test_tomo"]) as tomo, read_labels(written["labels"]) as lab:
+        assert lab.shape == tomo.shape and lab.voxel_size == tomo.voxel_size and lab.data.dtype == np.uint8
+        probs = []
+        for name in names:
+            with open_volume(written[name]) as p:
+                assert p.data.dtype == np.float32 and p.shape == tomo.shape and p.voxel_size == tomo.voxel_size
+                probs.append(np.array(p.data))
+        probs = np.stack(probs)
+        assert probs.min() >= 0 and probs.sum(0).max() <= 1.0001
+        # Where a feature wins, its probability beats the others' and the background's.
+        background = 1 - probs.sum(0)
+        argmax = np.argmax(np.concatenate([background[None], probs]), axis=0)
+        assert np.mean(argmax == lab.data) > 0.999
+    assert not list((tmp_path / "out").glob(".*partial"))
+
+
+def test_model_file_is_self_describing_and_data_only(trained_model, small_pair):
+    path, result = trained_model
+    info = read_model_info(path)
+    assert info.class_names == list(small_pair[0].class_names)
+    assert info.pixel_size == 28.0 and info.context_slices == 5 and info.arch == "unet"
+    prov = info.provenance
+    assert prov["iterations"] == result.best["iteration"] and prov["training_tomograms"][0]["shape"] == [32, 192, 192]
+    model, _ = load_model(path)
+    assert sum(p.numel() for p in model.parameters()) > 10_000
+    header_len = int.from_bytes(path.read_bytes()[:8], "little")
+    header = json.loads(path.read_bytes()[8 : 8 + header_len])
+    assert "annotomo" in header["__metadata__"]
+
+
+def test_evaluate_scores_a_perfect_and_an_empty_prediction(small_files, tmp_path):
+    from annotomo.volumes import write_volume
+
+    perfect = evaluate(small_files["test_labels"], small_files["test_labels"])
+    assert perfect["mean_dice"] == pytest.approx(1.0)
+    with read_labels(small_files["test_labels"]) as truth:
+        write_volume(tmp_path / "empty.mrc", np.zeros(truth.shape, np.uint8), truth.voxel_size)
+    empty = evaluate(tmp_path / "empty.mrc", small_files["test_labels"], json_path=tmp_path / "s.json")
+    assert empty["mean_dice"] == 0.0
+    assert json.loads((tmp_path / "s.json").read_text())["mean_dice"] == 0.0
+
+
+def test_unannotated_voxels_are_ignored_by_the_scores():
+    truth = np.array([[[1, 1, 255, 255]]], np.uint8)
+    pred = np.array([[[1, 1, 0, 2]]], np.uint8)
+    scores = segmentation_scores(truth, pred, ["a", "b"])
+    assert scores["classes"]["a"]["dice"] == 1.0 and scores["voxels_scored"] == 2
