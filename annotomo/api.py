@@ -61,11 +61,15 @@ def segment(model, tomograms, outdir, probabilities=False, overwrite=False, prog
     results = []
     for vol, paths in plans:
         with vol:
-            if info.pixel_size and vol.pixel_size and abs(vol.pixel_size / info.pixel_size - 1) > 0.05:
-                warnings.warn(f"{vol.path}: pixel size {vol.pixel_size:g} A differs from the model's "
-                              f"{info.pixel_size:g} A; results may be poor (resample the tomogram, or set "
-                              f"--pixel-size if the header is wrong)", stacklevel=2)
             norm = info.normalization_for(vol.data, vol.path)
+            if needs_resampling(info.pixel_size, vol.pixel_size):
+                warnings.warn(f"{vol.path}: pixel size {vol.pixel_size:g} A differs from the model's "
+                              f"{info.pixel_size:g} A: resampling to {info.pixel_size:g} A for inference and "
+                              f"back to the input grid (use --pixel-size if the header is wrong)", stacklevel=2)
+                _segment_resampled(predictor, vol, norm, paths, probabilities)
+                log(f"{vol.path} -> {paths['labels']} (resampled)")
+                results.append({k: str(v) for k, v in paths.items()})
+                continue
             with ExitStack() as stack:
                 labels = stack.enter_context(volume_writer(paths["labels"], vol.shape, np.uint8, vol.voxel_size, vol.origin))
                 probs = [stack.enter_context(volume_writer(paths[n], vol.shape, np.float32, vol.voxel_size, vol.origin))
@@ -78,6 +82,41 @@ def segment(model, tomograms, outdir, probabilities=False, overwrite=False, prog
         log(f"{vol.path} -> {paths['labels']}" + (f" (+ {len(info.class_names)} probability maps)" if probabilities else ""))
         results.append({k: str(v) for k, v in paths.items()})
     return results
+
+
+def needs_resampling(model_pixel_size, pixel_size, tolerance=0.05) -> bool:
+    """True when a tomogram's pixel size differs from the model's by more than `tolerance` (relative)."""
+    return bool(model_pixel_size and pixel_size and abs(pixel_size / model_pixel_size - 1) > tolerance)
+
+
+def resample_to_pixel_size(volume, voxel_size, pixel_size):
+    """Trilinear resampling of a (z, y, x) volume from `voxel_size` (z, y, x) to an isotropic `pixel_size`."""
+    from scipy import ndimage
+
+    factors = [v / pixel_size for v in voxel_size]
+    shape = [max(2, int(round(n * f))) for n, f in zip(volume.shape, factors)]
+    zoom = [s / n for s, n in zip(shape, volume.shape)]
+    return ndimage.zoom(np.asarray(volume, dtype=np.float32), zoom, order=1, mode="nearest", grid_mode=True)
+
+
+def _segment_resampled(predictor, vol, norm, paths, probabilities):
+    """Infer at the model's pixel size, then interpolate probabilities back to the input grid.
+
+    Holds the resampled tomogram and one probability volume per class in memory (fine for bin-4 and
+    bin-2 tomograms; resample huge ones beforehand).
+    """
+    from scipy import ndimage
+
+    small = resample_to_pixel_size(vol.data, vol.voxel_size, predictor.info.pixel_size)
+    _, probs = predictor.predict_block(small, norm, halo=0, probabilities=True)
+    zoom = [n / s for n, s in zip(vol.shape, small.shape)]
+    back = np.stack([ndimage.zoom(p, zoom, order=1, mode="nearest", grid_mode=True) for p in probs])
+    background = 1.0 - back.sum(0)
+    labels = np.argmax(np.concatenate([background[None], back]), axis=0).astype(np.uint8)
+    write_volume(paths["labels"], labels, vol.voxel_size, vol.origin)
+    if probabilities:
+        for name, p in zip(predictor.info.class_names, back):
+            write_volume(paths[name], np.clip(p, 0, 1).astype(np.float32), vol.voxel_size, vol.origin)
 
 
 def evaluate(prediction, truth, class_names=None, json_path=None) -> dict:

@@ -169,10 +169,14 @@ def cmd_segment(args):
 
 
 def _add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="score a label volume against the truth (Dice, IoU, ...)")
+    p = sub.add_parser("evaluate", help="score a label volume against the truth (Dice, IoU, ...), or picks",
+                       description="PREDICTION and TRUTH are label volumes (MRC): per-class Dice, IoU, precision, "
+                                   "recall. Or both are particle CSV files (annotomo pick / synth): precision, "
+                                   "recall and F1 of picks within --radius voxels of a true centre.")
     p.add_argument("prediction")
     p.add_argument("truth")
     p.add_argument("--classes", help="comma-separated class names (default: class_1, class_2, ...)")
+    p.add_argument("--radius", type=_positive_float, default=6.0, help="pick matching radius in voxels (default 6)")
     p.add_argument("--json", help="also write the scores to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
@@ -181,9 +185,73 @@ def cmd_evaluate(args):
     from .api import evaluate
     from .metrics import format_scores
 
+    if str(args.prediction).endswith(".csv") and str(args.truth).endswith(".csv"):
+        return _evaluate_picks(args)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     scores = evaluate(args.prediction, args.truth, classes, args.json)
     print(format_scores(scores))
+
+
+def _evaluate_picks(args):
+    from .postprocess import read_centres_csv, score_picks
+    from .volumes import atomic_path
+
+    centres = []
+    for path in (args.prediction, args.truth):
+        try:
+            centres.append(read_centres_csv(path))
+        except (OSError, ValueError) as exc:
+            raise AnnotomoError(f"{path}: cannot read particle centres (x_voxel, y_voxel, z_voxel columns): {exc}")
+    scores = score_picks(centres[0], centres[1], args.radius)
+    print(f"picks {scores['picked']}, true {scores['true']}, matched {scores['true_positives']} within "
+          f"{args.radius:g} voxels: precision {scores['precision']:.3f}, recall {scores['recall']:.3f}, "
+          f"F1 {scores['f1']:.3f}")
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(scores, indent=1))
+
+
+def _add_pick(sub):
+    p = sub.add_parser("pick", help="find particles of one class in a segmentation; write STAR and CSV",
+                       description="Connected components of the class, touching particles split at distance-"
+                                   "transform peaks, filtered by size. Writes PREFIX.star (RELION) and PREFIX.csv "
+                                   "with centres in voxels and Angstrom.")
+    p.add_argument("segmentation", help="label volume written by annotomo segment")
+    p.add_argument("--class", dest="class_", required=True, help="class name or label value, e.g. ribosome or 2")
+    p.add_argument("--classes", help="class names, label 1 first (needed for a name unless --model is given)")
+    p.add_argument("--model", help="model file whose class names to use")
+    p.add_argument("-o", "--out", required=True, help="output prefix: writes PREFIX.star and PREFIX.csv")
+    p.add_argument("--min-voxels", type=_positive_int, default=20, help="drop smaller particles (default 20)")
+    p.add_argument("--max-voxels", type=_positive_int, default=None, help="drop larger particles")
+    p.add_argument("--min-distance", type=_positive_float, default=4.0,
+                   help="minimum distance between particle centres in voxels (default 4)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_pick)
+
+
+def cmd_pick(args):
+    from .modelfile import read_model_info
+    from .postprocess import pick_particles, write_picks
+    from .volumes import check_output_path, read_labels
+
+    if args.class_.isdigit():
+        index = int(args.class_)
+    else:
+        names = ([c.strip() for c in args.classes.split(",")] if args.classes
+                 else read_model_info(args.model).class_names if args.model else None)
+        if names is None:
+            raise AnnotomoError(f"--class {args.class_}: give --classes or --model to resolve a class name "
+                                "(or give the label value)")
+        if args.class_ not in names:
+            raise AnnotomoError(f"--class {args.class_} is not one of {','.join(names)}")
+        index = names.index(args.class_) + 1
+    star, csv = Path(args.out + ".star"), Path(args.out + ".csv")
+    for path in (star, csv):
+        check_output_path(path, inputs=[args.segmentation], overwrite=args.overwrite)
+    with read_labels(args.segmentation) as seg:
+        picks = pick_particles(seg.data, index, args.min_voxels, args.max_voxels, args.min_distance, seg.pixel_size)
+    write_picks(picks, star, csv)
+    print(f"{len(picks.centres)} particles of class {args.class_} -> {star}, {csv}")
 
 
 def _add_demo(sub):
@@ -221,7 +289,8 @@ def cmd_info(args):
         with open_volume(f) as vol:
             sample = sample_voxels(vol.data)
             vs = "unknown" if vol.voxel_size is None else " x ".join(f"{v:g}" for v in vol.voxel_size) + " A (z, y, x)"
-            print(f"{f}: {' x '.join(map(str, vol.shape))} voxels (z, y, x), MRC mode {vol.mode}, "
+            kind = f"MRC mode {vol.mode}" if vol.mode is not None else Path(f).suffix.lstrip(".").upper()
+            print(f"{f}: {' x '.join(map(str, vol.shape))} voxels (z, y, x), {kind}, "
                   f"{vol.data.dtype}, voxel size {vs}, values {float(np.min(sample)):g} .. {float(np.max(sample)):g} "
                   f"(sampled), mean {float(np.mean(sample)):g}")
 
@@ -243,7 +312,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"annotomo {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_synth, _add_train, _add_segment, _add_evaluate, _add_info):
+    for add in (_add_demo, _add_synth, _add_train, _add_segment, _add_evaluate, _add_pick, _add_info):
         add(sub)
     return parser
 

@@ -184,10 +184,14 @@ def build_cell(extent_nm, rng: np.random.Generator) -> Cell:
 
     # Double membranes: one or two mitochondrion-like capsules, sometimes a nuclear-envelope-like sheet.
     n_mito = 1 + int(rng.random() < min(1.0, area / 0.6))
+    # They lie inside the lamella: where a milling surface cuts a compartment, its cap is parallel to the
+    # slices, invisible through the missing wedge, and no annotator could label it.
+    slab_half = (slab[1] - slab[0]) / 2
     for _ in range(n_mito):
-        r = rng.uniform(55, 110)
+        r = rng.uniform(0.6, 0.9) * min(slab_half - 8.0, 110.0)
         centre = random_point()
-        axis = np.array([rng.normal(0, 0.2), *_random_unit(rng)[1:]])
+        centre[0] = (slab[0] + slab[1]) / 2 + rng.uniform(-1, 1) * max(slab_half - r - 8.0, 0.0)
+        axis = np.array([0.0, *_random_unit(rng)[1:]])
         axis /= np.linalg.norm(axis)
         half = rng.uniform(40, 180)
         cell.double_membranes.append((Capsule(centre - half * axis, centre + half * axis, r), _separation(rng)))

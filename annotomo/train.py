@@ -47,7 +47,7 @@ class TrainConfig:
     context_slices: int = 5
     patch: int = 128
     batch_size: int = 8
-    learning_rate: float = 3e-3
+    learning_rate: float = 6e-3
     weight_decay: float = 1e-4
     minutes: float | None = 5.0
     iterations: int | None = None  # when set, overrides minutes (deterministic length)
@@ -321,6 +321,7 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
         warnings.warn(f"training tomograms have different pixel sizes {sorted(pixel_sizes)} A", stacklevel=2)
 
     model, arch_params = build_model(config.arch, config.context_slices, n_outputs, **config.arch_params)
+    model = model.to(memory_format=torch.channels_last)  # ~17% faster training steps on CPUs
     info = ModelInfo(arch=config.arch, arch_params=arch_params, class_names=class_names,
                      context_slices=config.context_slices, pixel_size=min(pixel_sizes) if pixel_sizes else None,
                      invert_contrast=config.invert_contrast, preprocessing="tomoseg" if tomoseg else "robust")
@@ -365,7 +366,7 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
                 for g in optimizer.param_groups:
                     g["lr"] = config.learning_rate * max(lr_scale, 0.01)
                 imgs, labs = augment(*sampler.batch(config.batch_size), rng)
-                x = torch.from_numpy(np.ascontiguousarray(imgs))
+                x = torch.from_numpy(np.ascontiguousarray(imgs)).contiguous(memory_format=torch.channels_last)
                 y = torch.from_numpy(np.ascontiguousarray(labs).astype(np.int64))
                 loss = loss_fn(model, x, y, weights)
                 optimizer.zero_grad(set_to_none=True)

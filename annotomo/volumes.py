@@ -83,9 +83,64 @@ def _voxel_size_from(mrc) -> tuple[float, float, float] | None:
     return tuple(v if np.isfinite(v) and v > 0 else x for v in zyx)
 
 
-def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> Volume:
-    """Open an MRC volume read-only; raise InputError naming the file if it cannot be used.
+HDF_SUFFIXES = (".hdf", ".h5", ".hdf5")
+TIFF_SUFFIXES = (".tif", ".tiff")
 
+
+def _open_hdf(path: Path) -> Volume:
+    """EMAN2 HDF (/MDF/images/0/image with EMAN.apix_* attributes) or an HDF5 file with one 3D dataset.
+
+    The dataset stays on disk and is read slab by slab (h5py slicing), like a memory map.
+    """
+    import h5py
+
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(path, f"cannot be read as HDF5 ({exc})") from None
+    if "MDF/images/0/image" in handle:
+        dataset, attrs = handle["MDF/images/0/image"], handle["MDF/images/0"].attrs
+        apix = [attrs.get(f"EMAN.apix_{a}") for a in "zyx"]
+        voxel_size = tuple(float(np.ravel(v)[0]) for v in apix) if all(v is not None for v in apix) else None
+    else:
+        found = []
+        handle.visititems(lambda name, obj: found.append(obj) if isinstance(obj, h5py.Dataset) and obj.ndim == 3 else None)
+        if len(found) != 1:
+            handle.close()
+            raise InputError(path, f"expected EMAN2's /MDF/images/0/image or one 3D dataset, found {len(found)}")
+        dataset, voxel_size = found[0], None
+    return Volume(data=dataset, voxel_size=voxel_size, origin=(0.0, 0.0, 0.0), path=path, _handle=handle)
+
+
+def _open_tiff(path: Path) -> Volume:
+    """A multi-page TIFF stack, pages = z slices (read into memory). ImageJ spacing is used when its unit
+    is Angstrom, nm or micron."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            data = tif.asarray()
+            ij = tif.imagej_metadata or {}
+            page = tif.pages[0]
+            xres = page.tags.get("XResolution")
+    except Exception as exc:  # noqa: BLE001 - tifffile raises several kinds for damaged files
+        raise InputError(path, f"cannot be read as TIFF ({exc})") from None
+    scale = {"angstrom": 1.0, "a": 1.0, "nm": 10.0, "nanometer": 10.0, "micron": 1e4, "um": 1e4, "\u00b5m": 1e4}
+    unit = str(ij.get("unit", "")).lower()
+    voxel_size = None
+    if unit in scale and xres is not None:
+        num, den = xres.value
+        if num:
+            xy = den / num * scale[unit]
+            voxel_size = (float(ij.get("spacing", den / num)) * scale[unit], xy, xy)
+    return Volume(data=data, voxel_size=voxel_size, origin=(0.0, 0.0, 0.0), path=path)
+
+
+def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> Volume:
+    """Open a volume read-only; raise InputError naming the file if it cannot be used.
+
+    MRC family (.mrc .rec .st .map ..., also gzip/bzip2-compressed), EMAN2 HDF (.hdf/.h5) and multi-page
+    TIFF (.tif/.tiff).
     `min_slices` rejects 2D images where a 3D tomogram is required. `pixel_size` (Angstrom)
     overrides the header's voxel size (for files whose header is missing or wrong).
     """
@@ -94,6 +149,10 @@ def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> V
         raise InputError(path, "file not found")
     if path.is_dir():
         raise InputError(path, "is a directory, expected an MRC file")
+    suffix = path.suffix.lower()
+    if suffix in HDF_SUFFIXES or suffix in TIFF_SUFFIXES:
+        vol = _open_hdf(path) if suffix in HDF_SUFFIXES else _open_tiff(path)
+        return _checked(vol, min_slices, pixel_size)
     try:
         compressed = _is_compressed(path)
         if not compressed and path.stat().st_size < 1024:
@@ -118,35 +177,36 @@ def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> V
     for p in problems:
         warnings.warn(f"{path}: {p}", stacklevel=2)
     data = mrc.data
+    if mode == 0 and _imod_unsigned_bytes(mrc.header):
+        data = data.view(np.uint8)
+    origin = mrc.header.origin
+    vol = Volume(data=data, voxel_size=_voxel_size_from(mrc), origin=(float(origin.z), float(origin.y),
+                 float(origin.x)), path=path, mode=mode, _handle=mrc)
     if data.size == 0:
         shape = tuple(int(mrc.header[k]) for k in ("nz", "ny", "nx"))
         mrc.close()
         raise InputError(path, f"empty volume (the header gives {shape[0]} x {shape[1]} x {shape[2]} voxels, z, y, x)")
+    return _checked(vol, min_slices, pixel_size)
+
+
+def _checked(vol: Volume, min_slices: int, pixel_size) -> Volume:
+    """Shape checks common to every format; a 2D image becomes a 1-slice volume."""
+    data = vol.data
     if data.ndim == 2:
         data = data[np.newaxis]
     if data.ndim != 3:
-        mrc.close()
-        raise InputError(path, f"expected a 3D volume, found {data.ndim} dimensions")
+        vol.close()
+        raise InputError(vol.path, f"expected a 3D volume, found {data.ndim} dimensions")
     if data.shape[0] < min_slices:
-        mrc.close()
+        vol.close()
         raise InputError(
-            path, f"is a {data.shape[0]}-slice volume of {data.shape[1]} x {data.shape[2]} pixels; "
+            vol.path, f"is a {data.shape[0]}-slice volume of {data.shape[1]} x {data.shape[2]} pixels; "
             f"a tomogram needs at least {min_slices} slices"
         )
-    if mode == 0 and _imod_unsigned_bytes(mrc.header):
-        data = data.view(np.uint8)
-    voxel_size = _voxel_size_from(mrc)
+    vol.data = data
     if pixel_size is not None:
-        voxel_size = (float(pixel_size),) * 3
-    origin = mrc.header.origin
-    return Volume(
-        data=data,
-        voxel_size=voxel_size,
-        origin=(float(origin.z), float(origin.y), float(origin.x)),
-        path=path,
-        mode=mode,
-        _handle=mrc,
-    )
+        vol.voxel_size = (float(pixel_size),) * 3
+    return vol
 
 
 _MODE_BYTES = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}

@@ -110,3 +110,35 @@ def test_unannotated_voxels_are_ignored_by_the_scores():
     pred = np.array([[[1, 1, 0, 2]]], np.uint8)
     scores = segmentation_scores(truth, pred, ["a", "b"])
     assert scores["classes"]["a"]["dice"] == 1.0 and scores["voxels_scored"] == 2
+
+
+def test_a_tomogram_at_half_the_pixel_size_is_resampled_and_segmented_nearly_as_well(trained_model, tmp_path):
+    from annotomo import simulate
+    from annotomo.volumes import write_volume
+
+    path, _ = trained_model
+    coarse = simulate(shape=(32, 192, 192), pixel_size=28.0, seed=21)
+    fine = simulate(shape=(64, 384, 384), pixel_size=14.0, seed=21)  # the same cell, sampled twice as finely
+    dice = {}
+    for name, sim in (("coarse", coarse), ("fine", fine)):
+        write_volume(tmp_path / f"{name}.mrc", sim.tomogram, (sim.pixel_size,) * 3)
+        with pytest.warns(UserWarning, match="resampling") if name == "fine" else _no_warning():
+            written = segment(path, [tmp_path / f"{name}.mrc"], tmp_path / "out", progress=False,
+                              log=lambda *a: None)[0]
+        with read_labels(written["labels"]) as lab:
+            assert lab.shape == sim.labels.shape and lab.voxel_size == (sim.pixel_size,) * 3
+            dice[name] = segmentation_scores(sim.labels, lab.data, sim.class_names)["mean_dice"]
+    assert dice["fine"] > dice["coarse"] - 0.1, dice
+
+
+def _no_warning():
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def ctx():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            yield
+
+    return ctx()

@@ -86,3 +86,21 @@ def test_odd_headers_from_other_programs_read_with_a_warning():
     with pytest.warns(UserWarning):
         with open_volume(SHARED_FIXTURES / "tardis" / "mrc3D.mrc") as vol:
             assert vol.data.ndim == 3 and vol.pixel_size == pytest.approx(23.2, rel=0.01)
+
+
+@needs_fixtures
+def test_eman2_hdf_reads_with_its_pixel_size():
+    with open_volume(SHARED_FIXTURES / "generated" / "eman2_like.hdf") as vol:
+        assert vol.shape == (8, 12, 16) and vol.voxel_size == (10.0, 10.0, 10.0)
+        assert np.array_equal(np.asarray(vol.data[2:4]), RAMP[2:4])  # read slab by slab from disk
+
+
+def test_multipage_tiff_reads_with_imagej_spacing(tmp_path):
+    import tifffile
+
+    data = np.random.default_rng(0).normal(size=(5, 16, 24)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "stack.tif", data, imagej=True, resolution=(1 / 2.8, 1 / 2.8),
+                     metadata={"unit": "nm", "spacing": 2.8, "axes": "ZYX"})
+    with open_volume(tmp_path / "stack.tif") as vol:
+        assert np.array_equal(vol.data, data)
+        assert vol.voxel_size == pytest.approx((28.0, 28.0, 28.0))
