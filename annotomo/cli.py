@@ -34,6 +34,11 @@ def _positive_int(text):
     return value
 
 
+def _class_list(text: str) -> list[str]:
+    """Class names from a comma-separated option value."""
+    return [c.strip() for c in text.split(",")]
+
+
 def _add_synth(sub):
     p = sub.add_parser("synth", help="simulate a labelled cellular tomogram",
                        description="Write PREFIX_tomo.mrc (float32), PREFIX_labels.mrc (uint8: 0 background, "
@@ -81,7 +86,7 @@ def _add_train(sub):
     p.add_argument("--iterations", type=_positive_int, help="train exactly this many iterations instead")
     p.add_argument("--arch", default="unet", help="unet (default), unet-original or tomoseg-cnn")
     p.add_argument("--context-slices", type=_positive_int, default=None,
-                   help="slices fed to the network (odd; 1 = 2D; default 5 for unet)")
+                   help="slices fed to the network (odd; 1 = 2D, the default; 3 or 5 = 2.5D)")
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--patch", type=_positive_int, default=None, help="training patch size in pixels")
     p.add_argument("--learning-rate", type=_positive_float, default=None)
@@ -97,7 +102,7 @@ def cmd_train(args):
     from .train import TrainConfig, train
     from .volumes import check_output_path
 
-    classes = [c.strip() for c in args.classes.split(",")]
+    classes = _class_list(args.classes)
     if len(args.val_tomogram) != len(args.val_labels):
         raise AnnotomoError("give one --val-labels per --val-tomogram")
     inputs = args.tomogram + args.labels + args.val_tomogram + args.val_labels
@@ -157,7 +162,7 @@ def cmd_segment(args):
     from .modelfile import read_model_info
 
     if args.classes:
-        expected = [c.strip() for c in args.classes.split(",")]
+        expected = _class_list(args.classes)
         actual = read_model_info(args.model).class_names
         if expected != actual:
             raise AnnotomoError(f"{args.model}: model classes are {','.join(actual)}, not {','.join(expected)}")
@@ -187,7 +192,7 @@ def cmd_evaluate(args):
 
     if str(args.prediction).endswith(".csv") and str(args.truth).endswith(".csv"):
         return _evaluate_picks(args)
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    classes = _class_list(args.classes) if args.classes else None
     scores = evaluate(args.prediction, args.truth, classes, args.json)
     print(format_scores(scores))
 
@@ -237,7 +242,7 @@ def cmd_pick(args):
     if args.class_.isdigit():
         index = int(args.class_)
     else:
-        names = ([c.strip() for c in args.classes.split(",")] if args.classes
+        names = (_class_list(args.classes) if args.classes
                  else read_model_info(args.model).class_names if args.model else None)
         if names is None:
             raise AnnotomoError(f"--class {args.class_}: give --classes or --model to resolve a class name "

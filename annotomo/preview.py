@@ -66,7 +66,7 @@ def save_overlay(path, tomogram, labels_list, class_names, titles=None, z=None, 
     plt.close(fig)
 
 
-def save_training_curves(path, history, fmt=None):
+def save_training_curves(path, history, fmt=None, dice_on="validation"):
     """Plot training loss and validation Dice per class against epochs (history: list of dicts)."""
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -74,7 +74,7 @@ def save_training_curves(path, history, fmt=None):
     if any("val_loss" in h for h in history):
         ax1.plot(epochs, [h.get("val_loss", np.nan) for h in history], label="validation loss")
     ax1.set_xlabel("epoch")
-    ax1.set_ylabel("cross-entropy")
+    ax1.set_ylabel("loss (training: weighted CE + Dice term;\nvalidation: weighted CE)", fontsize=8)
     ax1.set_yscale("log")
     ax1.legend()
     names = [k[len("dice_"):] for k in history[0] if k.startswith("dice_")] if history else []
@@ -83,7 +83,7 @@ def save_training_curves(path, history, fmt=None):
     if names:
         ax2.plot(epochs, [h["mean_dice"] for h in history], "k--", label="mean")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("validation Dice")
+    ax2.set_ylabel(f"Dice on {dice_on}")
     ax2.set_ylim(0, 1)
     ax2.legend(fontsize=8)
     fig.tight_layout()

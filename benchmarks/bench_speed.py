@@ -29,7 +29,7 @@ from annotomo import TrainConfig, simulate, train  # noqa: E402
 from annotomo.metrics import segmentation_scores  # noqa: E402
 from annotomo.modelfile import load_model  # noqa: E402
 from annotomo.volumes import open_volume, read_labels, write_volume  # noqa: E402
-from common import child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak  # noqa: E402
+from common import add_child_arguments, child, run_child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak  # noqa: E402
 
 LEVERS = {
     # name: Predictor options. The first is the reference every lever is compared with.
@@ -77,10 +77,7 @@ def main():
     ap.add_argument("--train-minutes", type=float, default=2.0)
     ap.add_argument("--large-gvox", type=float, default=0.0, help="also run a tomogram of this many Gvoxels")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "speed.json"))
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--tomogram", help=argparse.SUPPRESS)
-    ap.add_argument("--outdir", help=argparse.SUPPRESS)
-    ap.add_argument("--options", help=argparse.SUPPRESS)
+    add_child_arguments(ap)
     args = ap.parse_args()
     if args.child:
         return run_child(args)
@@ -107,6 +104,9 @@ def main():
     peak16 = matmul_peak(torch.bfloat16)
     levers = {k: v for k, v in LEVERS.items() if not args.quick or k in
               ("reference fp32 (NCHW, unfused)", DEFAULT, "default, bf16 autocast")}
+    if not _fast_bf16():  # without AMX / AVX512-BF16, bf16 convolutions run ~15x slower than fp32 here
+        levers = {k: v for k, v in levers.items() if v.get("precision") != "bf16"}
+        print("bf16 lever skipped: this CPU has no AMX or AVX512-BF16 (bench_vs_tomoseg.py times bf16 anyway)")
     rows = []
     reference_labels = None
     for name, opts in levers.items():

@@ -30,15 +30,15 @@ from annotomo.cli import tomoseg_config  # noqa: E402
 from annotomo.metrics import segmentation_scores  # noqa: E402
 from annotomo.modelfile import load_model  # noqa: E402
 from annotomo.volumes import read_labels, write_volume  # noqa: E402
-from common import child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak, run_child  # noqa: E402
+from common import add_child_arguments, child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak, run_child  # noqa: E402
 
 BIN4 = (94, 864, 864)
 
 MODELS = {
     # name: TrainConfig overrides
-    "unet (default, 2.5D 5 slices)": dict(arch="unet"),
+    "unet (default, 2D)": dict(arch="unet"),
     "unet 2.5D 3 slices": dict(arch="unet", context_slices=3),
-    "unet 2D": dict(arch="unet", context_slices=1),
+    "unet 2.5D 5 slices": dict(arch="unet", context_slices=5),
     "unet-original (31M, 2D)": dict(arch="unet-original", context_slices=1, batch_size=4),
     "tomoseg-cnn (4 networks)": dict(arch="tomoseg-cnn"),
 }
@@ -60,11 +60,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--only", nargs="*", help="run only models whose name starts with one of these")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--model", help=argparse.SUPPRESS)
-    ap.add_argument("--tomogram", help=argparse.SUPPRESS)
-    ap.add_argument("--outdir", help=argparse.SUPPRESS)
-    ap.add_argument("--options", help=argparse.SUPPRESS)
+    add_child_arguments(ap)
     args = ap.parse_args()
     if args.child:
         return run_child(args)
@@ -76,8 +72,8 @@ def main():
     for name, s in (("train", train_sim), ("test", test_sim)):
         write_volume(work / f"{name}_tomo.mrc", s.tomogram, (28.0,) * 3)
         write_volume(work / f"{name}_labels.mrc", s.labels, (28.0,) * 3)
-    # fp32 is timed on several 864 x 864 slices; bf16 on one (without AMX/AVX512-BF16 it is slow).
-    timed = dict(fp32=2 if args.quick else 4, bf16=1)
+    # fp32 is timed on several 864 x 864 slices; bf16 on two (without AMX/AVX512-BF16 it is slow).
+    timed = dict(fp32=2 if args.quick else 4, bf16=2)
     timing_tomo = {}
     for precision, n in timed.items():
         timing_tomo[precision] = work / f"bin4_{n}_slices.mrc"
