@@ -43,7 +43,13 @@ def sample_voxels(volume, max_voxels: int = 4_000_000) -> np.ndarray:
     nz, ny, nx = volume.shape
     step = max(1, int(np.ceil((nz * ny * nx / max_voxels) ** (1 / 3))))
     zs = range(step // 2, nz, step) if nz > step else range(nz)
-    return np.concatenate([np.asarray(volume[z, ::step, ::step], dtype=np.float32).ravel() for z in zs])
+    from .volumes import release_pages
+
+    parts = []
+    for z in zs:
+        parts.append(np.array(volume[z, ::step, ::step], dtype=np.float32).ravel())
+        release_pages(volume, z, z + 1)
+    return np.concatenate(parts)
 
 
 def robust_normalization(volume, path="tomogram", invert: bool = False, tomoseg_filter: bool = False) -> Normalization:

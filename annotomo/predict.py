@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .modelfile import ModelInfo, load_model
 from .normalize import Normalization
 from .tiling import blending_weights, padded_size, tile_starts
+from .volumes import release_pages
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -144,9 +145,12 @@ class Predictor:
                 # Blend probabilities, not logits: near a tile's edge logits can be large, and even a small
                 # weight on a large logit would show as a seam.
                 out = torch.softmax(self._run(x[:, :, y0 : y0 + th, x0 : x0 + tw]), dim=1)
-                acc[:, :, y0 : y0 + th, x0 : x0 + tw] += out * weight
+                acc[:, :, y0 : y0 + th, x0 : x0 + tw] += out.mul_(weight)
                 norm[y0 : y0 + th, x0 : x0 + tw] += weight
-        return torch.log((acc / norm)[:, :, :h, :w].clamp_min(1e-12))  # log-probabilities are logits too
+                del out
+        # In place: at 3456 x 3456 every temporary of `acc` would cost another 240 MB per slice.
+        acc.div_(norm).clamp_(min=1e-12).log_()  # log-probabilities are logits too
+        return acc[:, :, :h, :w]
 
     # ---- blocks and whole volumes ----
 
@@ -205,7 +209,8 @@ class Predictor:
 
         def load(z0):
             lo, hi = max(z0 - h, 0), min(z0 + step + h, nz)
-            raw = np.asarray(volume[lo:hi])
+            raw = np.array(volume[lo:hi])
+            release_pages(volume, lo, hi)
             if not np.all(np.isfinite(raw)):
                 bad = int(np.count_nonzero(~np.isfinite(raw)))
                 raise ValueError(f"{bad} NaN or infinite voxels in slices {lo}..{hi - 1}")
@@ -223,9 +228,11 @@ class Predictor:
                 lab, prob = self._decide(self.logits(self._stacks_clamped(normalized, z0 - lo, n, lo, nz)),
                                          out_probabilities is not None)
                 out_labels[z0 : z0 + n] = lab
+                release_pages(out_labels, z0, z0 + n, flush=True)
                 if out_probabilities is not None:
                     for k, out in enumerate(out_probabilities):
                         out[z0 : z0 + n] = prob[k]
+                        release_pages(out, z0, z0 + n, flush=True)
                 bar.update(n)
 
     def _stacks_clamped(self, normalized, first, count, lo, nz):

@@ -9,6 +9,7 @@ place only when complete, so an interrupted run never leaves a file that looks f
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import tempfile
 import warnings
@@ -355,14 +356,41 @@ def volume_writer(path, shape, dtype, voxel_size, origin=None):
             mrc.close()
 
 
-def _update_statistics_by_slab(mrc, data, slab: int = 16):
+def release_pages(array, z0: int, z1: int, flush: bool = False):
+    """Let the kernel drop the memory-mapped pages of slices z0..z1-1 of `array` from this process.
+
+    Pages of a memory map that were read (or written) stay resident and count in the process's memory
+    until unmapped, so streaming a tomogram larger than RAM through a map would look like loading it all.
+    After a slab is done, its pages are flushed (for outputs) and released; reading them again simply
+    faults them back in from the file. Does nothing for arrays that are not memory maps.
+    """
+    mm = getattr(array, "_mmap", None)
+    if mm is None or z1 <= z0 or array.ndim != 3 or not array.flags.c_contiguous:
+        return
+    page = mmap.PAGESIZE
+    base = array.offset % mmap.ALLOCATIONGRANULARITY  # where element 0 lies inside numpy's mapping
+    start = base + z0 * array.strides[0]
+    end = base + z1 * array.strides[0]
+    start -= start % page
+    end = min(-(-end // page) * page, len(mm))
+    if end <= start:
+        return
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if flush:
+            mm.flush(start, end - start)
+        mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
+def _update_statistics_by_slab(mrc, data):
+    """Header min/max/mean/rms, one slice at a time (a float64 copy of one slice, never of the volume)."""
     lo, hi, total, total_sq, n = np.inf, -np.inf, 0.0, 0.0, 0
-    for z in range(0, data.shape[0], slab):
-        block = np.asarray(data[z : z + slab], dtype=np.float64)
-        lo, hi = min(lo, block.min()), max(hi, block.max())
-        total += block.sum()
-        total_sq += np.square(block).sum()
-        n += block.size
+    for z in range(data.shape[0]):
+        plane = np.asarray(data[z], dtype=np.float64)
+        lo, hi = min(lo, plane.min()), max(hi, plane.max())
+        total += plane.sum()
+        total_sq += float(np.vdot(plane, plane))
+        n += plane.size
+        release_pages(data, z, z + 1)
     mean = total / n
     mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = lo, hi, mean
     mrc.header.rms = np.sqrt(max(total_sq / n - mean * mean, 0.0))

@@ -76,6 +76,7 @@ def main():
     ap.add_argument("--model", help="trained model (default: train one for --train-minutes on simulated data)")
     ap.add_argument("--train-minutes", type=float, default=2.0)
     ap.add_argument("--large-gvox", type=float, default=0.0, help="also run a tomogram of this many Gvoxels")
+    ap.add_argument("--large-only", action="store_true", help="only the large-tomogram runs (with --large-gvox)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "speed.json"))
     add_child_arguments(ap)
     args = ap.parse_args()
@@ -107,6 +108,8 @@ def main():
     if not _fast_bf16():  # without AMX / AVX512-BF16, bf16 convolutions run ~15x slower than fp32 here
         levers = {k: v for k, v in levers.items() if v.get("precision") != "bf16"}
         print("bf16 lever skipped: this CPU has no AMX or AVX512-BF16 (bench_vs_tomoseg.py times bf16 anyway)")
+    if args.large_only:
+        levers = {}
     rows = []
     reference_labels = None
     for name, opts in levers.items():
