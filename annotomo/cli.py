@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .conventions import SYNTH_CLASSES
 from .errors import AnnotomoError
 
 EXIT_USAGE, EXIT_INTERRUPTED, EXIT_INTERNAL = 2, 130, 1
@@ -362,4 +361,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["main", "build_parser", "SYNTH_CLASSES"]
+__all__ = ["main", "build_parser"]

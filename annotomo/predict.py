@@ -159,9 +159,7 @@ class Predictor:
 
         Indices beyond the block are clamped (the edge slice is repeated at the tomogram's faces).
         """
-        offsets = np.arange(-self.context, self.context + 1)
-        idx = np.clip(np.arange(first, first + count)[:, None] + offsets[None, :], 0, normalized.shape[0] - 1)
-        return normalized[idx]
+        return self._stacks_clamped(normalized, first, count, 0, normalized.shape[0])
 
     def _batch_slices(self, shape) -> int:
         return int(max(1, min(64, self.batch_pixels // (shape[1] * shape[2]))))

@@ -473,8 +473,7 @@ def _save_checkpoint(path, model, optimizer, info, state):
             if torch.is_tensor(value):
                 extra[f"_opt.{pid}.{key}"] = value if value.dim() else value.reshape(1)
     info_copy = ModelInfo(**{**info.__dict__, "provenance": dict(training_state=dict(
-        iteration=state["iteration"], elapsed=state["elapsed"], history=state["history"], best=state["best"],
-        rng=None))})
+        iteration=state["iteration"], elapsed=state["elapsed"], history=state["history"], best=state["best"]))})
     save_model(path, model, info_copy, extra_tensors=extra)
 
 

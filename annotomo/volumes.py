@@ -24,7 +24,7 @@ from .errors import AnnotomoError, InputError
 MRC_SUFFIXES = (".mrc", ".rec", ".st", ".map", ".mrcs", ".ali", ".preali")
 _IMOD_STAMP = 1146047817  # b"IMOD" little-endian; marks headers whose imodFlags are meaningful
 _IMOD_STAMP_OFFSET = 40  # offsets of imodStamp / imodFlags inside the header's extra2 field
-_SUPPORTED_MODES = {0, 1, 2, 6, 12}
+_MODE_BYTES = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}  # the MRC modes annotomo reads, and bytes per voxel
 
 
 @dataclass
@@ -172,7 +172,7 @@ def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> V
         mrc.close()
         raise InputError(path, problem)
     mode = int(mrc.header.mode)
-    if mode not in _SUPPORTED_MODES:
+    if mode not in _MODE_BYTES:
         mrc.close()
         raise InputError(path, f"MRC mode {mode} is not supported (use mode 0, 1, 2, 6 or 12)")
     for p in problems:
@@ -208,9 +208,6 @@ def _checked(vol: Volume, min_slices: int, pixel_size) -> Volume:
     if pixel_size is not None:
         vol.voxel_size = (float(pixel_size),) * 3
     return vol
-
-
-_MODE_BYTES = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}
 
 
 def _why_unreadable(mrc, path, problems) -> str:
