@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .modelfile import ModelInfo, load_model
 from .normalize import Normalization
-from .tiling import blending_weights, padded_size, tile_starts
+from .tiling import blending_weights, padded_size, tile_layout
 from .volumes import release_pages
 
 
@@ -134,23 +134,32 @@ class Predictor:
             x = F.pad(x, (0, wp - w, 0, hp - h), mode=mode)
         if hp <= self.tile and wp <= self.tile:
             return self._run(x)[:, :, :h, :w]
-        th, tw = min(self.tile, hp), min(self.tile, wp)
-        ys = _aligned(tile_starts(hp, th, self.overlap), self.stride)
-        xs = _aligned(tile_starts(wp, tw, self.overlap), self.stride)
-        weight = torch.from_numpy(blending_weights((th, tw))).to(self.device)
-        acc = torch.zeros((b, self.info.n_outputs, hp, wp), device=self.device)
-        norm = torch.zeros((hp, wp), device=self.device)
+        (th, ys), (tw, xs) = (tile_layout(n, self.tile, self.overlap, self.stride) for n in (hp, wp))
+        weight, inverse_total = self._blending(hp, wp, th, tw, ys, xs)
+        # Channels-last, like the network's own output: the argmax over classes then reads contiguously.
+        acc = torch.zeros((b, hp, wp, self.info.n_outputs), device=self.device).permute(0, 3, 1, 2)
         for y0 in ys:
             for x0 in xs:
                 # Blend probabilities, not logits: near a tile's edge logits can be large, and even a small
                 # weight on a large logit would show as a seam.
                 out = torch.softmax(self._run(x[:, :, y0 : y0 + th, x0 : x0 + tw]), dim=1)
                 acc[:, :, y0 : y0 + th, x0 : x0 + tw] += out.mul_(weight)
-                norm[y0 : y0 + th, x0 : x0 + tw] += weight
                 del out
         # In place: at 3456 x 3456 every temporary of `acc` would cost another 240 MB per slice.
-        acc.div_(norm).clamp_(min=1e-12).log_()  # log-probabilities are logits too
+        acc.mul_(inverse_total).clamp_(min=1e-12).log_()  # log-probabilities are logits too
         return acc[:, :, :h, :w]
+
+    def _blending(self, hp, wp, th, tw, ys, xs):
+        """Tile weights and 1 / (sum of weights) per pixel; the same for every slice, so cached."""
+        key = (hp, wp, th, tw)
+        if getattr(self, "_blending_cache", (None,))[0] != key:
+            weight = torch.from_numpy(blending_weights((th, tw))).to(self.device)
+            total = torch.zeros((hp, wp), device=self.device)
+            for y0 in ys:
+                for x0 in xs:
+                    total[y0 : y0 + th, x0 : x0 + tw] += weight
+            self._blending_cache = (key, weight, total.reciprocal_())
+        return self._blending_cache[1:]
 
     # ---- blocks and whole volumes ----
 
@@ -188,7 +197,8 @@ class Predictor:
         return (labels, probs) if probabilities else labels
 
     def _decide(self, logits: torch.Tensor, probabilities: bool):
-        labels = logits.argmax(1).to(torch.uint8).cpu().numpy()
+        # max().indices, not argmax(): several times faster over a short channel axis on CPU (torch 2.x).
+        labels = logits.max(1).indices.to(torch.uint8).cpu().numpy()
         if not probabilities:
             return labels, None
         prob = torch.softmax(logits, dim=1)[:, 1:].transpose(0, 1).cpu().numpy()
@@ -238,9 +248,4 @@ class Predictor:
         offsets = np.arange(-self.context, self.context + 1)
         absolute = np.clip(lo + first + np.arange(count)[:, None] + offsets[None, :], 0, nz - 1)
         return normalized[absolute - lo]
-
-
-def _aligned(starts, stride):
-    """Round tile starts down to multiples of the network stride, so tiles see the same pixel grid."""
-    return sorted({s - s % stride for s in starts})
 

@@ -18,6 +18,32 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return [int(round(i * (size - tile) / (n - 1))) for i in range(n)] if n > 1 else [0]
 
 
+def tile_layout(size: int, max_tile: int, overlap: int, stride: int = 1) -> tuple[int, list[int]]:
+    """(tile length, tile starts) covering [0, size) with as few and as small tiles as possible.
+
+    At most `max_tile` long, overlapping by at least `overlap`, tile length and starts multiples of
+    `stride` (size must be one). Not fixed-size tiles: 3456 pixels with 2048-pixel tiles would compute
+    4 x 2048^2 pixels per slice; two 1888-pixel tiles per axis cover it with 15% fewer.
+    """
+    if size % stride or max_tile < stride:
+        raise ValueError(f"size {size} and max_tile {max_tile} must be multiples of stride {stride}")
+    if size <= max_tile:
+        return size, [0]
+    # Spare one stride of overlap: rounding starts down to the stride may shift a tile by < stride.
+    need = overlap + stride
+    if need >= max_tile:
+        raise ValueError(f"overlap {overlap} too large for tiles of {max_tile}")
+    n = max(2, int(np.ceil((size - need) / (max_tile - need))))
+    while True:
+        tile = -(-(size + (n - 1) * need) // n)
+        tile = min(-(-tile // stride) * stride, size)
+        if tile <= max_tile:
+            break
+        n += 1
+    starts = [(i * (size - tile) // (n - 1)) // stride * stride for i in range(n)]
+    return tile, starts
+
+
 def blending_weights(shape, sigma_fraction: float = 0.125, floor: float = 1e-3) -> np.ndarray:
     """Gaussian weights for a tile (highest at the centre), so tile borders contribute little.
 

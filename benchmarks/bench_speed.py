@@ -62,7 +62,7 @@ def profile_default(model_path, tomogram):
             t0 = time.perf_counter()
             logits = p.logits(stacks)
             t1 = time.perf_counter()
-            labels[z : z + n] = logits.argmax(1).to(torch.uint8).numpy()
+            labels[z : z + n] = p._decide(logits, False)[0]
             t_post += time.perf_counter() - t1
             t_net += t1 - t0
     total = t_read + t_net + t_post

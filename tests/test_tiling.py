@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from annotomo.tiling import blending_weights, padded_size, tile_starts
+from annotomo.tiling import blending_weights, padded_size, tile_layout, tile_starts
 
 
 @pytest.mark.parametrize("size,tile,overlap", [(100, 100, 10), (101, 50, 10), (864, 256, 32), (3456, 1024, 96)])
@@ -27,3 +27,20 @@ def test_blending_weights_peak_in_the_centre_and_stay_positive():
 
 def test_padded_size():
     assert padded_size(100, 64) == 128 and padded_size(128, 64) == 128
+
+
+@pytest.mark.parametrize("size,max_tile,overlap,stride", [(3456, 2048, 256, 32), (4096, 2048, 256, 32),
+                                                         (448, 384, 256, 32), (1000, 512, 100, 8), (864, 2048, 256, 32)])
+def test_tile_layout_covers_with_overlap_on_the_stride_grid(size, max_tile, overlap, stride):
+    tile, starts = tile_layout(size, max_tile, overlap, stride)
+    assert tile <= max_tile and tile % stride == 0 and all(s % stride == 0 for s in starts)
+    assert starts[0] == 0 and starts[-1] + tile == size
+    assert all(tile - (b - a) >= overlap for a, b in zip(starts, starts[1:]))
+    # Never more computed pixels than fixed-size tiles of max_tile would need.
+    fixed = len(tile_starts(size, min(max_tile, size), overlap)) * min(max_tile, size)
+    assert len(starts) * tile <= fixed
+
+
+def test_tile_layout_shrinks_tiles_for_unbinned_slices():
+    tile, starts = tile_layout(3456, 2048, 256, 32)
+    assert len(starts) == 2 and tile < 1900
