@@ -15,33 +15,45 @@ import numpy as np
 
 from .errors import AnnotomoError, InputError
 from .metrics import format_scores, segmentation_scores
+from .postprocess import Picks, remove_small_components, write_picks
 from .predict import Predictor
 from .volumes import atomic_path, check_output_path, open_volume, read_labels, volume_writer, write_volume
 
 
-def output_paths(tomogram, outdir, class_names, probabilities):
+OUTPUT_FORMATS = {"mrc": ".mrc", "zarr": ".ome.zarr"}
+
+
+def output_paths(tomogram, outdir, class_names, probabilities, output_format="mrc"):
     """The files `segment` writes for `tomogram`: labels, and one probability map per feature."""
-    stem = Path(tomogram).name
-    for suffix in (".gz", ".bz2"):
-        stem = stem.removesuffix(suffix)
-    stem = Path(stem).stem
+    if output_format not in OUTPUT_FORMATS:
+        raise AnnotomoError(f"unknown output format {output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    name = Path(str(tomogram).rstrip("/")).name
+    if name.lower().endswith(".zarr"):
+        stem = name[: -len(".zarr")]
+        stem = stem[: -len(".ome")] if stem.lower().endswith(".ome") else stem
+    else:
+        stem = Path(name.removesuffix(".gz").removesuffix(".bz2")).stem
+    ext = OUTPUT_FORMATS[output_format]
     outdir = Path(outdir)
-    paths = {"labels": outdir / f"{stem}_labels.mrc"}
+    paths = {"labels": outdir / f"{stem}_labels{ext}"}
     if probabilities:
         for name in class_names:
-            paths[name] = outdir / f"{stem}_{name}.mrc"
+            paths[name] = outdir / f"{stem}_{name}{ext}"
     return paths
 
 
 def segment(model, tomograms, outdir, probabilities=False, overwrite=False, progress=True,
-            pixel_size=None, log=print, **predictor_options) -> list[dict]:
+            pixel_size=None, log=print, output_format="mrc", min_size=None, **predictor_options) -> list[dict]:
     """Segment each tomogram with `model` (a path or a Predictor); returns the written paths per input.
 
     Writes OUTDIR/<stem>_labels.mrc (uint8 class index, same shape, voxel size and origin as the input)
-    and with probabilities=True OUTDIR/<stem>_<class>.mrc (float32, 0..1) per feature.
+    and with probabilities=True OUTDIR/<stem>_<class>.mrc (float32, 0..1) per feature;
+    output_format="zarr" writes OUTDIR/<stem>_labels.ome.zarr etc. instead. min_size (voxels; an int for
+    every feature or {class name: voxels}) sets smaller connected components in the labels to background.
     """
     predictor = model if isinstance(model, Predictor) else Predictor.from_file(model, **predictor_options)
     info = predictor.info
+    min_voxels = _min_voxels_by_index(min_size, info.class_names)
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise InputError(outdir, "output path exists and is not a folder")
@@ -50,7 +62,7 @@ def segment(model, tomograms, outdir, probabilities=False, overwrite=False, prog
     plans = []
     for t in tomograms:  # check every input and output before starting any long work
         vol = open_volume(t, min_slices=2, pixel_size=pixel_size)
-        paths = output_paths(t, outdir, info.class_names, probabilities)
+        paths = output_paths(t, outdir, info.class_names, probabilities, output_format)
         for p in paths.values():
             check_output_path(p, inputs=tomograms, overwrite=overwrite)
         plans.append((vol, paths))
@@ -66,7 +78,7 @@ def segment(model, tomograms, outdir, probabilities=False, overwrite=False, prog
                 warnings.warn(f"{vol.path}: pixel size {vol.pixel_size:g} A differs from the model's "
                               f"{info.pixel_size:g} A: resampling to {info.pixel_size:g} A for inference and "
                               f"back to the input grid (use --pixel-size if the header is wrong)", stacklevel=2)
-                _segment_resampled(predictor, vol, norm, paths, probabilities)
+                _segment_resampled(predictor, vol, norm, paths, probabilities, min_voxels, log)
                 log(f"{vol.path} -> {paths['labels']} (resampled)")
                 results.append({k: str(v) for k, v in paths.items()})
                 continue
@@ -79,6 +91,8 @@ def segment(model, tomograms, outdir, probabilities=False, overwrite=False, prog
                                       description=f"segmenting {vol.path.name}")
                 except ValueError as exc:
                     raise InputError(vol.path, str(exc)) from None
+                if min_voxels:
+                    _log_cleanup(remove_small_components(labels, min_voxels), info.class_names, log)
         log(f"{vol.path} -> {paths['labels']}" + (f" (+ {len(info.class_names)} probability maps)" if probabilities else ""))
         results.append({k: str(v) for k, v in paths.items()})
     return results
@@ -99,7 +113,25 @@ def resample_to_pixel_size(volume, voxel_size, pixel_size):
     return ndimage.zoom(np.asarray(volume, dtype=np.float32), zoom, order=1, mode="nearest", grid_mode=True)
 
 
-def _segment_resampled(predictor, vol, norm, paths, probabilities):
+def _min_voxels_by_index(min_size, class_names) -> dict[int, int]:
+    """{class index: minimum voxels} from an int (every feature) or {class name: voxels}."""
+    if not min_size:
+        return {}
+    if isinstance(min_size, dict):
+        unknown = [n for n in min_size if n not in class_names]
+        if unknown:
+            raise AnnotomoError(f"min_size names {', '.join(unknown)}, not classes of the model "
+                                f"({', '.join(class_names)})")
+        return {class_names.index(n) + 1: int(v) for n, v in min_size.items() if v}
+    return {k + 1: int(min_size) for k in range(len(class_names))}
+
+
+def _log_cleanup(removed, class_names, log):
+    parts = [f"{class_names[k - 1]} {n}" for k, n in removed.items() if n]
+    log("removed small components: " + (", ".join(parts) if parts else "none"))
+
+
+def _segment_resampled(predictor, vol, norm, paths, probabilities, min_voxels=None, log=print):
     """Infer at the model's pixel size, then interpolate probabilities back to the input grid.
 
     Holds the resampled tomogram and one probability volume per class in memory (fine for bin-4 and
@@ -113,6 +145,8 @@ def _segment_resampled(predictor, vol, norm, paths, probabilities):
     back = np.stack([ndimage.zoom(p, zoom, order=1, mode="nearest", grid_mode=True) for p in probs])
     background = 1.0 - back.sum(0)
     labels = np.argmax(np.concatenate([background[None], back]), axis=0).astype(np.uint8)
+    if min_voxels:
+        _log_cleanup(remove_small_components(labels, min_voxels), predictor.info.class_names, log)
     write_volume(paths["labels"], labels, vol.voxel_size, vol.origin)
     if probabilities:
         for name, p in zip(predictor.info.class_names, back):
@@ -134,12 +168,13 @@ def evaluate(prediction, truth, class_names=None, json_path=None) -> dict:
 
 
 def synthesize(prefix, preview=False, overwrite=False, log=print, **simulate_options):
-    """Simulate a tomogram and write PREFIX_tomo.mrc, PREFIX_labels.mrc, PREFIX_ribosomes.csv (+ PNG)."""
+    """Simulate a tomogram; write PREFIX_tomo.mrc, PREFIX_labels.mrc, true ribosome centres as
+    PREFIX_ribosomes.csv and PREFIX_ribosomes.star (+ PNG)."""
     from . import synth
 
     prefix = str(prefix)
     paths = dict(tomogram=Path(prefix + "_tomo.mrc"), labels=Path(prefix + "_labels.mrc"),
-                 ribosomes=Path(prefix + "_ribosomes.csv"))
+                 ribosomes=Path(prefix + "_ribosomes.csv"), ribosomes_star=Path(prefix + "_ribosomes.star"))
     if preview:
         paths["preview"] = Path(prefix + "_preview.png")
     for p in paths.values():
@@ -148,12 +183,8 @@ def synthesize(prefix, preview=False, overwrite=False, log=print, **simulate_opt
     vs = (result.pixel_size,) * 3
     write_volume(paths["tomogram"], result.tomogram, vs)
     write_volume(paths["labels"], result.labels, vs)
-    with atomic_path(paths["ribosomes"]) as tmp:
-        c = result.ribosome_centres
-        rows = ["x_voxel,y_voxel,z_voxel,x_angstrom,y_angstrom,z_angstrom"]
-        rows += [f"{x:.2f},{y:.2f},{z:.2f},{x * result.pixel_size:.1f},{y * result.pixel_size:.1f},"
-                 f"{z * result.pixel_size:.1f}" for z, y, x in c]
-        tmp.write_text("\n".join(rows) + "\n")
+    centres = np.asarray(result.ribosome_centres, dtype=float).reshape(-1, 3)
+    write_picks(Picks(centres, None, result.pixel_size), paths["ribosomes_star"], paths["ribosomes"])
     if preview:
         from .preview import save_overlay
 

@@ -140,7 +140,8 @@ def tomoseg_config(config):
 def _add_segment(sub):
     p = sub.add_parser("segment", help="annotate tomograms with a trained model",
                        description="Writes OUTDIR/<stem>_labels.mrc (uint8 class index) and with "
-                                   "--probabilities OUTDIR/<stem>_<class>.mrc (float32) per feature.")
+                                   "--probabilities OUTDIR/<stem>_<class>.mrc (float32) per feature; with "
+                                   "--format zarr, <stem>_labels.ome.zarr etc. (OME-Zarr).")
     p.add_argument("model")
     p.add_argument("tomograms", nargs="+")
     p.add_argument("-o", "--outdir", required=True)
@@ -150,10 +151,34 @@ def _add_segment(sub):
     p.add_argument("--tile", type=_positive_int, default=2048,
                    help="in-plane tile size; larger slices are tiled with overlap (default 2048)")
     p.add_argument("--pixel-size", type=_positive_float, default=None, help="override the header's pixel size")
+    p.add_argument("--format", dest="output_format", choices=["mrc", "zarr"], default="mrc",
+                   help="output format: MRC (default) or OME-Zarr")
+    p.add_argument("--min-size", type=_min_size, default=None, metavar="VOXELS|CLASS=VOXELS,...",
+                   help="set connected components smaller than this to background in the labels, for every "
+                        "feature (e.g. 50) or per feature (e.g. ribosome=200,membrane=500)")
     p.add_argument("--classes", help="expected class names (comma-separated): refuse a model with other classes")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_segment)
+
+
+def _min_size(text):
+    """'50' -> 50; 'ribosome=200,membrane=500' -> {'ribosome': 200, 'membrane': 500}."""
+    try:
+        if "=" not in text:
+            value = int(text)
+            if value < 0:
+                raise ValueError
+            return value
+        sizes = {}
+        for part in text.split(","):
+            name, value = part.split("=")
+            sizes[name.strip()] = int(value)
+            if sizes[name.strip()] < 0 or not name.strip():
+                raise ValueError
+        return sizes
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected VOXELS or CLASS=VOXELS,... (non-negative integers), got {text!r}")
 
 
 def cmd_segment(args):
@@ -168,15 +193,16 @@ def cmd_segment(args):
     start = time.perf_counter()
     segment(args.model, args.tomograms, args.outdir, probabilities=args.probabilities, overwrite=args.overwrite,
             progress=not args.quiet, pixel_size=args.pixel_size, device=args.device, precision=args.precision,
-            tile=args.tile)
+            tile=args.tile, output_format=args.output_format, min_size=args.min_size)
     print(f"done in {time.perf_counter() - start:.1f} s")
 
 
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="score a label volume against the truth (Dice, IoU, ...), or picks",
                        description="PREDICTION and TRUTH are label volumes (MRC): per-class Dice, IoU, precision, "
-                                   "recall. Or both are particle CSV files (annotomo pick / synth): precision, "
-                                   "recall and F1 of picks within --radius voxels of a true centre.")
+                                   "recall. Or both are particle lists, STAR (rlnCoordinateX/Y/Z) or CSV (annotomo "
+                                   "pick / synth): precision, recall and F1 of picks within --radius voxels of a "
+                                   "true centre.")
     p.add_argument("prediction")
     p.add_argument("truth")
     p.add_argument("--classes", help="comma-separated class names (default: class_1, class_2, ...)")
@@ -189,7 +215,7 @@ def cmd_evaluate(args):
     from .api import evaluate
     from .metrics import format_scores
 
-    if str(args.prediction).endswith(".csv") and str(args.truth).endswith(".csv"):
+    if all(str(p).lower().endswith((".csv", ".star")) for p in (args.prediction, args.truth)):
         return _evaluate_picks(args)
     classes = _class_list(args.classes) if args.classes else None
     scores = evaluate(args.prediction, args.truth, classes, args.json)
@@ -197,15 +223,10 @@ def cmd_evaluate(args):
 
 
 def _evaluate_picks(args):
-    from .postprocess import read_centres_csv, score_picks
+    from .postprocess import read_centres, score_picks
     from .volumes import atomic_path
 
-    centres = []
-    for path in (args.prediction, args.truth):
-        try:
-            centres.append(read_centres_csv(path))
-        except (OSError, ValueError) as exc:
-            raise AnnotomoError(f"{path}: cannot read particle centres (x_voxel, y_voxel, z_voxel columns): {exc}")
+    centres = [read_centres(path) for path in (args.prediction, args.truth)]
     scores = score_picks(centres[0], centres[1], args.radius)
     print(f"picks {scores['picked']}, true {scores['true']}, matched {scores['true_positives']} within "
           f"{args.radius:g} voxels: precision {scores['precision']:.3f}, recall {scores['recall']:.3f}, "
@@ -283,6 +304,7 @@ def cmd_info(args):
 
     from .modelfile import read_model_info
     from .normalize import sample_voxels
+    from .omezarr import is_zarr_path
     from .volumes import open_volume
 
     for f in args.files:
@@ -293,7 +315,8 @@ def cmd_info(args):
         with open_volume(f) as vol:
             sample = sample_voxels(vol.data)
             vs = "unknown" if vol.voxel_size is None else " x ".join(f"{v:g}" for v in vol.voxel_size) + " A (z, y, x)"
-            kind = f"MRC mode {vol.mode}" if vol.mode is not None else Path(f).suffix.lstrip(".").upper()
+            kind = (f"MRC mode {vol.mode}" if vol.mode is not None else "OME-Zarr" if is_zarr_path(f)
+                    else Path(f).suffix.lstrip(".").upper())
             print(f"{f}: {' x '.join(map(str, vol.shape))} voxels (z, y, x), {kind}, "
                   f"{vol.data.dtype}, voxel size {vs}, values {float(np.min(sample)):g} .. {float(np.max(sample)):g} "
                   f"(sampled), mean {float(np.mean(sample)):g}")

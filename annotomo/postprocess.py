@@ -4,24 +4,27 @@ Picking: the voxels of one class are split into particles by connected component
 hold several touching particles are split at the peaks of their distance transform (each peak farther
 than `min_distance` from the others seeds one particle, and voxels go to the nearest seed). Particles
 outside the size range are dropped. Centres are written as a RELION STAR file (rlnCoordinateX/Y/Z in
-voxels, plus Angstrom columns) and CSV.
+voxels, plus Angstrom columns; written and read with the `starfile` library) and CSV.
+Cleanup: small connected components of chosen classes set to background.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from .errors import InputError
 from .volumes import atomic_path
 
 
 @dataclass
 class Picks:
     centres: np.ndarray  # (n, 3) (z, y, x) voxels
-    sizes: np.ndarray  # voxels per particle
+    sizes: np.ndarray | None  # voxels per particle (None for true centres from the simulator)
     pixel_size: float | None
 
 
@@ -70,30 +73,91 @@ def _separated(candidates, distance, min_distance):
     return np.array(kept)
 
 
-def write_picks(picks: Picks, star_path=None, csv_path=None):
-    """Write centres as RELION STAR (coordinates in voxels, with Angstrom columns) and/or CSV."""
+def picks_table(picks: Picks):
+    """The picks as a table: RELION's rlnCoordinateX/Y/Z (voxels) plus Angstrom and size columns."""
+    import pandas as pd
+
     px = picks.pixel_size or 1.0
-    rows = [(x, y, z, x * px, y * px, z * px, s) for (z, y, x), s in zip(picks.centres, picks.sizes)]
+    z, y, x = (picks.centres[:, i] for i in range(3))
+    table = pd.DataFrame({"rlnCoordinateX": x, "rlnCoordinateY": y, "rlnCoordinateZ": z,
+                          "annotomoCoordinateXAngst": x * px, "annotomoCoordinateYAngst": y * px,
+                          "annotomoCoordinateZAngst": z * px})
+    if picks.sizes is not None:
+        table["annotomoVoxels"] = np.asarray(picks.sizes, dtype=int)
+    return table
+
+
+_CSV_NAMES = {"rlnCoordinateX": "x_voxel", "rlnCoordinateY": "y_voxel", "rlnCoordinateZ": "z_voxel",
+              "annotomoCoordinateXAngst": "x_angstrom", "annotomoCoordinateYAngst": "y_angstrom",
+              "annotomoCoordinateZAngst": "z_angstrom", "annotomoVoxels": "voxels"}
+
+
+def write_picks(picks: Picks, star_path=None, csv_path=None):
+    """Write centres as a RELION STAR file (starfile; block `particles`) and/or CSV, atomically."""
+    import starfile
+
+    table = picks_table(picks)
     if star_path:
-        lines = ["", "# annotomo particle picks: coordinates in voxels (x, y, z) and in Angstrom", "",
-                 "data_particles", "", "loop_", "_rlnCoordinateX #1", "_rlnCoordinateY #2", "_rlnCoordinateZ #3",
-                 "_annotomoCoordinateXAngst #4", "_annotomoCoordinateYAngst #5", "_annotomoCoordinateZAngst #6",
-                 "_annotomoVoxels #7"]
-        lines += [f"{x:.2f} {y:.2f} {z:.2f} {xa:.1f} {ya:.1f} {za:.1f} {s}" for x, y, z, xa, ya, za, s in rows]
         with atomic_path(star_path) as tmp:
-            tmp.write_text("\n".join(lines) + "\n")
+            starfile.write({"particles": table}, tmp, float_format="%.2f")
     if csv_path:
-        lines = ["x_voxel,y_voxel,z_voxel,x_angstrom,y_angstrom,z_angstrom,voxels"]
-        lines += [f"{x:.2f},{y:.2f},{z:.2f},{xa:.1f},{ya:.1f},{za:.1f},{s}" for x, y, z, xa, ya, za, s in rows]
         with atomic_path(csv_path) as tmp:
-            tmp.write_text("\n".join(lines) + "\n")
+            table.rename(columns=_CSV_NAMES).to_csv(tmp, index=False, float_format="%.2f")
 
 
-def read_centres_csv(path) -> np.ndarray:
-    """(z, y, x) voxel centres from a CSV with x_voxel, y_voxel, z_voxel columns (annotomo's or the simulator's)."""
-    data = np.genfromtxt(path, delimiter=",", names=True)
-    data = np.atleast_1d(data)
-    return np.column_stack([data["z_voxel"], data["y_voxel"], data["x_voxel"]]).reshape(-1, 3)
+def read_centres(path) -> np.ndarray:
+    """(z, y, x) voxel centres from a STAR file (rlnCoordinateX/Y/Z, RELION 4 / Warp / annotomo) or a CSV
+    with x_voxel, y_voxel, z_voxel columns (annotomo's or the simulator's). Raises InputError otherwise."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".star":
+            import starfile
+
+            blocks = starfile.read(path, always_dict=True)
+            tables = [b for b in blocks.values() if isinstance(b, pd.DataFrame)]
+            columns = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
+        else:
+            tables = [pd.read_csv(path)]
+            columns = ("x_voxel", "y_voxel", "z_voxel")
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except Exception as exc:  # noqa: BLE001 - pandas/starfile raise many kinds for malformed text
+        kind = "STAR" if path.suffix.lower() == ".star" else "CSV"
+        raise InputError(path, f"cannot be read as {kind} ({exc})") from None
+    for table in tables:
+        if all(c in table.columns for c in columns):
+            xyz = table[list(columns)].to_numpy(dtype=float)
+            return xyz[:, ::-1].reshape(-1, 3).copy()
+    found = sorted({str(c) for t in tables for c in t.columns})
+    raise InputError(path, f"no {', '.join(columns)} columns (found: {', '.join(found[:8]) or 'none'})")
+
+
+def remove_small_components(labels, min_voxels: dict[int, int]) -> dict[int, int]:
+    """Set connected components (26-connected) of each class smaller than its minimum to background, in place.
+
+    `labels` is any writable (z, y, x) array (a memory map or zarr array too); min_voxels maps class
+    index -> minimum voxels. Returns the number of components removed per class. Holds the volume and one
+    int32 component map in memory (5 bytes per voxel).
+    """
+    data = np.asarray(labels[:])
+    removed = {}
+    structure = np.ones((3, 3, 3), bool)
+    for cls, minimum in min_voxels.items():
+        components, n = ndimage.label(data == cls, structure=structure)
+        if n == 0:
+            removed[cls] = 0
+            continue
+        sizes = np.bincount(components.ravel())
+        small = np.flatnonzero(sizes < minimum)
+        small = small[small > 0]
+        removed[cls] = int(len(small))
+        if len(small):
+            data[np.isin(components, small)] = 0
+        del components
+    labels[:] = data
+    return removed
 
 
 def score_picks(picked: np.ndarray, truth: np.ndarray, radius: float) -> dict:

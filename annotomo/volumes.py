@@ -20,6 +20,7 @@ import mrcfile
 import numpy as np
 
 from .errors import AnnotomoError, InputError
+from .omezarr import is_zarr_path, ome_zarr_writer, read_ome_zarr
 
 MRC_SUFFIXES = (".mrc", ".rec", ".st", ".map", ".mrcs", ".ali", ".preali")
 _IMOD_STAMP = 1146047817  # b"IMOD" little-endian; marks headers whose imodFlags are meaningful
@@ -140,14 +141,17 @@ def _open_tiff(path: Path) -> Volume:
 def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> Volume:
     """Open a volume read-only; raise InputError naming the file if it cannot be used.
 
-    MRC family (.mrc .rec .st .map ..., also gzip/bzip2-compressed), EMAN2 HDF (.hdf/.h5) and multi-page
-    TIFF (.tif/.tiff).
+    MRC family (.mrc .rec .st .map ..., also gzip/bzip2-compressed), EMAN2 HDF (.hdf/.h5), multi-page
+    TIFF (.tif/.tiff) and OME-Zarr (NAME.zarr / NAME.ome.zarr folders).
     `min_slices` rejects 2D images where a 3D tomogram is required. `pixel_size` (Angstrom)
     overrides the header's voxel size (for files whose header is missing or wrong).
     """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
+    if is_zarr_path(path):
+        data, voxel_size, origin = read_ome_zarr(path)
+        return _checked(Volume(data=data, voxel_size=voxel_size, origin=origin, path=path), min_slices, pixel_size)
     if path.is_dir():
         raise InputError(path, "is a directory, expected an MRC file")
     suffix = path.suffix.lower()
@@ -332,8 +336,13 @@ def volume_writer(path, shape, dtype, voxel_size, origin=None):
     """Stream a volume to `path`: yields a writable (z, y, x) memory map of `dtype`.
 
     The file appears under its final name only after the block completes; statistics in the header
-    (min, max, mean, rms) are computed at the end, slab by slab, so memory stays bounded.
+    (min, max, mean, rms) are computed at the end, slab by slab, so memory stays bounded. A path ending in
+    .zarr (NAME.ome.zarr) is written as OME-Zarr instead, the same way.
     """
+    if is_zarr_path(path):
+        with ome_zarr_writer(path, shape, dtype, voxel_size, origin) as array:
+            yield array
+        return
     dtype = np.dtype(dtype)
     mode = _mrc_mode_for(dtype)
     with atomic_path(path) as tmp:
@@ -394,7 +403,7 @@ def _update_statistics_by_slab(mrc, data):
 
 
 def write_volume(path, data: np.ndarray, voxel_size, origin=None):
-    """Write a whole array to an MRC file atomically (labels as unsigned bytes, images as float32)."""
+    """Write a whole array to an MRC (or OME-Zarr) file atomically (labels as unsigned bytes, images as float32)."""
     data = np.asarray(data)
     if data.dtype not in (np.uint8, np.int8, np.int16, np.uint16, np.float16, np.float32):
         data = data.astype(np.float32)
