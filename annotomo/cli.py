@@ -26,6 +26,13 @@ def _positive_float(text):
     return value
 
 
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or a positive integer, got {text}")
+    return value
+
+
 def _positive_int(text):
     value = int(text)
     if value <= 0:
@@ -151,6 +158,12 @@ def _add_segment(sub):
     p.add_argument("--tile", type=_positive_int, default=2048,
                    help="in-plane tile size; larger slices are tiled with overlap (default 2048)")
     p.add_argument("--pixel-size", type=_positive_float, default=None, help="override the header's pixel size")
+    p.add_argument("--z-smooth", type=_non_negative_int, default=1, metavar="SLICES",
+                   help="merge slices: average each slice's class scores with this many neighbouring slices on "
+                        "each side (binomial weights) before choosing labels (default 1; 0: each slice alone)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the 8 in-plane rotations/flips (8x slower, a little "
+                        "more accurate)")
     p.add_argument("--format", dest="output_format", choices=["mrc", "zarr"], default="mrc",
                    help="output format: MRC (default) or OME-Zarr")
     p.add_argument("--min-size", type=_min_size, default=None, metavar="VOXELS|CLASS=VOXELS,...",
@@ -193,7 +206,8 @@ def cmd_segment(args):
     start = time.perf_counter()
     segment(args.model, args.tomograms, args.outdir, probabilities=args.probabilities, overwrite=args.overwrite,
             progress=not args.quiet, pixel_size=args.pixel_size, device=args.device, precision=args.precision,
-            tile=args.tile, output_format=args.output_format, min_size=args.min_size)
+            tile=args.tile, z_smooth=args.z_smooth, tta=args.tta, output_format=args.output_format,
+            min_size=args.min_size)
     print(f"done in {time.perf_counter() - start:.1f} s")
 
 

@@ -6,6 +6,13 @@ context), normalises them with the tomogram's global statistics, runs the networ
 appear), and writes labels (and optionally per-feature probabilities) slab by slab. Memory is bounded by
 the slab, not by the tomogram, so a memory-mapped tomogram larger than RAM works.
 
+Slices are merged in 3D by averaging each slice's class logits with its neighbours' (binomial weights
+1/4, 1/2, 1/4 over `z_smooth` = 1 slice on each side) before the argmax: the 2D network labels each
+slice alone, and its slice-to-slice jitter costs Dice on features that extend across slices
+(measured on three simulated test cells: mean Dice 0.768 -> 0.782; smoothing probabilities instead
+of logits, or over 2 slices, measured no better). Logits wait for their neighbours a few slices at a
+time.
+
 Any sub-volume can be processed independently: `predict_block` takes raw voxels plus a z halo of
 `halo[0]` slices on each side and returns the labels of the inner part, identical to what `segment`
 writes for those slices (x/y need no halo: each slice is processed whole, tiled internally).
@@ -14,6 +21,7 @@ writes for those slices (x/y need no halo: each slice is processed whole, tiled 
 from __future__ import annotations
 
 import copy
+import math
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
@@ -74,12 +82,17 @@ class Predictor:
     """Applies a trained model to tomograms or sub-volumes of them.
 
     tile/overlap: in-plane tile size and minimum overlap in pixels (slices larger than a tile are
-    tiled; the overlap exceeds the U-Net's receptive-field radius, so tiled = whole-slice results); batch_pixels: pixels per network call (slices are batched up to this); precision: 'auto',
-    'fp32', 'bf16' or 'fp16'; device: 'cpu', 'cuda', ... (default: CUDA when available).
+    tiled; the overlap exceeds the U-Net's receptive-field radius, so tiled = whole-slice results);
+    batch_pixels: pixels per network call (slices are batched up to this); precision: 'auto',
+    'fp32', 'bf16' or 'fp16'; device: 'cpu', 'cuda', ... (default: CUDA when available);
+    z_smooth: slices on each side merged into each slice's decision (binomial weights; 0: none);
+    tta: test-time augmentation, averaging the 8 in-plane rotations/flips (8x the time; measured on
+    simulated cells: mean Dice +0.017 without, +0.01 on top of z smoothing).
     """
 
     def __init__(self, model: torch.nn.Module, info: ModelInfo, device=None, precision="auto",
-                 tile=2048, overlap=256, batch_pixels=None, fuse=True, channels_last=True):
+                 tile=2048, overlap=256, batch_pixels=None, fuse=True, channels_last=True, z_smooth=1,
+                 tta=False):
         self.info = info
         self.device = choose_device(device)
         self.precision = choose_precision(self.device, precision)
@@ -93,6 +106,12 @@ class Predictor:
         self.overlap = max(overlap, self.stride)  # tiles aligned to the stride must still overlap
         self.batch_pixels = batch_pixels or (32 if self.device.type == "cuda" else 3) * 2**20
         self.context = info.context_slices // 2
+        self.tta = bool(tta)
+        if int(z_smooth) != z_smooth or z_smooth < 0:
+            raise ValueError(f"z_smooth must be a whole number of slices >= 0, got {z_smooth}")
+        self.z_radius = int(z_smooth)
+        weights = np.array([math.comb(2 * self.z_radius, k) for k in range(2 * self.z_radius + 1)], float)
+        self.z_weights = (weights / weights.sum()).astype(np.float32)  # binomial: 1 -> 1/4, 1/2, 1/4
 
     @classmethod
     def from_file(cls, path, **kwargs) -> "Predictor":
@@ -101,8 +120,9 @@ class Predictor:
 
     @property
     def halo(self) -> tuple[int, int, int]:
-        """Voxels of context needed on each side of a sub-volume (z, y, x)."""
-        return (self.context, 0, 0)
+        """Voxels of context needed on each side of a sub-volume (z, y, x): the network's context slices
+        plus the reach of the z smoothing."""
+        return (self.context + self.z_radius, 0, 0)
 
     # ---- the network on a batch of normalised slice stacks ----
 
@@ -123,7 +143,24 @@ class Predictor:
         """Logits (B, n_outputs, H, W) for normalised stacks (B, context_slices, H, W).
 
         Whole slices when they fit in a tile; otherwise the log of Gaussian-blended tile probabilities.
+        With test-time augmentation, the log of the probabilities averaged over the 8 in-plane
+        rotations and flips (the training augmentations), mapped back.
         """
+        if not self.tta:
+            return self._logits(stacks)
+        mean = None
+        for k in range(4):
+            for flip in (False, True):
+                view = np.rot90(stacks, k, axes=(2, 3))
+                view = view[..., ::-1] if flip else view
+                prob = torch.softmax(self._logits(view), dim=1)
+                prob = prob.flip(-1) if flip else prob
+                prob = torch.rot90(prob, -k, dims=(2, 3))
+                mean = prob if mean is None else mean.add_(prob)
+                del prob
+        return mean.div_(8).clamp_(min=1e-12).log_()
+
+    def _logits(self, stacks: np.ndarray) -> torch.Tensor:
         b, c, h, w = stacks.shape
         x = torch.from_numpy(np.ascontiguousarray(stacks))
         if self.device.type == "cuda":
@@ -178,25 +215,32 @@ class Predictor:
 
         `halo` (default self.halo[0]) slices at each z end of `block` are context only; pass 0 at the
         tomogram's own faces. Returns uint8 labels (z - 2 halo, y, x), and with probabilities=True also
-        float32 probabilities (n_features, z - 2 halo, y, x).
+        float32 probabilities (n_features, z - 2 halo, y, x). With the default halo the result equals
+        what `segment` writes for those slices.
         """
-        h = self.context if halo is None else halo
+        h = self.halo[0] if halo is None else halo
         normalized = normalization.apply(block)
-        inner = normalized.shape[0] - 2 * h
+        nz = normalized.shape[0]
+        inner = nz - 2 * h
         if inner <= 0:
-            raise ValueError(f"block of {normalized.shape[0]} slices has no slices inside a halo of {h}")
+            raise ValueError(f"block of {nz} slices has no slices inside a halo of {h}")
         labels = np.empty((inner,) + normalized.shape[1:], dtype=np.uint8)
         probs = np.empty((self.info.n_outputs - 1, inner) + normalized.shape[1:], np.float32) if probabilities else None
+        # Slices whose probabilities the inner slices' smoothing reads (clamped at the block's ends).
+        lo, hi = max(h - self.z_radius, 0), min(nz - h + self.z_radius, nz)
+        merger = _SliceMerger(self, lo, hi, probabilities)
         step = self._batch_slices(normalized.shape)
-        for z in range(0, inner, step):
-            n = min(step, inner - z)
-            lab, prob = self._decide(self.logits(self._stacks(normalized, h + z, n)), probabilities)
-            labels[z : z + n] = lab
-            if probabilities:
-                probs[:, z : z + n] = prob
+        for z in range(lo, hi, step):
+            n = min(step, hi - z)
+            for zz, lab, prob in merger.add(z, self.logits(self._stacks(normalized, z, n))):
+                if h <= zz < nz - h:
+                    labels[zz - h] = lab
+                    if probabilities:
+                        probs[:, zz - h] = prob
         return (labels, probs) if probabilities else labels
 
     def _decide(self, logits: torch.Tensor, probabilities: bool):
+        """Labels (B, H, W) and optionally feature probabilities (features, B, H, W) of single slices."""
         # max().indices, not argmax(): several times faster over a short channel axis on CPU (torch 2.x).
         labels = logits.max(1).indices.to(torch.uint8).cpu().numpy()
         if not probabilities:
@@ -225,6 +269,7 @@ class Predictor:
             return z0, lo, normalization.apply(raw)
 
         starts = list(range(0, nz, step))
+        merger = _SliceMerger(self, 0, nz, out_probabilities is not None)
         with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=nz, unit="slice", desc=description,
                                                               disable=not progress, leave=False) as bar:
             pending = pool.submit(load, starts[0])
@@ -233,15 +278,15 @@ class Predictor:
                 if i + 1 < len(starts):
                     pending = pool.submit(load, starts[i + 1])
                 n = min(step, nz - z0)
-                lab, prob = self._decide(self.logits(self._stacks_clamped(normalized, z0 - lo, n, lo, nz)),
-                                         out_probabilities is not None)
-                out_labels[z0 : z0 + n] = lab
-                release_pages(out_labels, z0, z0 + n, flush=True)
-                if out_probabilities is not None:
-                    for k, out in enumerate(out_probabilities):
-                        out[z0 : z0 + n] = prob[k]
-                        release_pages(out, z0, z0 + n, flush=True)
-                bar.update(n)
+                done = merger.add(z0, self.logits(self._stacks_clamped(normalized, z0 - lo, n, lo, nz)))
+                for z, lab, prob in done:
+                    out_labels[z] = lab
+                    release_pages(out_labels, z, z + 1, flush=True)
+                    if out_probabilities is not None:
+                        for k, out in enumerate(out_probabilities):
+                            out[z] = prob[k]
+                            release_pages(out, z, z + 1, flush=True)
+                    bar.update(1)
 
     def _stacks_clamped(self, normalized, first, count, lo, nz):
         """Context stacks from a slab that starts at tomogram slice `lo`, clamping at the tomogram faces."""
@@ -249,3 +294,56 @@ class Predictor:
         absolute = np.clip(lo + first + np.arange(count)[:, None] + offsets[None, :], 0, nz - 1)
         return normalized[absolute - lo]
 
+
+class _SliceMerger:
+    """Turns the network's output for consecutive slices lo..hi-1 into labels, merging slices along z.
+
+    Without smoothing each slice is decided at once (argmax of its logits). With it, each slice's
+    logits are kept until the slices within `z_radius` after it are known; then the weighted sum of its
+    neighbours' logits (indices clamped to lo..hi-1, i.e. the edge slice repeated) is decided. Slices
+    larger than 16 Mbytes of logits are kept as float16, so unbinned slices stay within the memory bound.
+    `add` returns the slices it could finish: (z, uint8 labels, float32 probabilities or None).
+    """
+
+    HALF_PRECISION_BYTES = 16 << 20
+
+    def __init__(self, predictor: Predictor, lo: int, hi: int, probabilities: bool):
+        self.p, self.lo, self.hi, self.probabilities = predictor, lo, hi, probabilities
+        self.r, self.weights = predictor.z_radius, predictor.z_weights.tolist()
+        self.window: dict[int, torch.Tensor] = {}  # slice -> (classes, y, x) logits
+        self.next = lo  # the next slice to finish
+
+    def add(self, z0: int, logits: torch.Tensor) -> list:
+        if self.r == 0:
+            labels, prob = self.p._decide(logits, self.probabilities)
+            return [(z0 + j, labels[j], None if prob is None else prob[:, j]) for j in range(len(labels))]
+        logits = logits.cpu()
+        if logits[0].numel() * 4 > self.HALF_PRECISION_BYTES:
+            logits = logits.half()
+        for j in range(len(logits)):
+            self.window[z0 + j] = logits[j]
+        known = z0 + len(logits)
+        done = []
+        while self.next < self.hi and (self.next + self.r < known or known >= self.hi):
+            done.append((self.next, *self._finish(self.next)))
+            for old in [z for z in self.window if z < self.next - self.r + 1]:
+                del self.window[old]
+            self.next += 1
+        return done
+
+    @torch.inference_mode()
+    def _finish(self, z: int):
+        neighbours = [self.window[min(max(z + k, self.lo), self.hi - 1)] for k in range(-self.r, self.r + 1)]
+        classes, rows, cols = neighbours[0].shape
+        labels = np.empty((rows, cols), np.uint8)
+        prob = np.empty((classes - 1, rows, cols), np.float32) if self.probabilities else None
+        band = max(1, (1 << 21) // cols)  # rows per pass: temporaries of ~8 MB per class
+        for y in range(0, rows, band):
+            part = [n[:, y : y + band] for n in neighbours]
+            acc = part[0].float() * self.weights[0]  # a new tensor: the window's logits stay as they are
+            for w, n in zip(self.weights[1:], part[1:]):
+                acc.add_(n.float() if n.dtype != torch.float32 else n, alpha=w)
+            labels[y : y + band] = acc.max(0).indices.to(torch.uint8).numpy()
+            if prob is not None:
+                prob[:, y : y + band] = torch.softmax(acc, dim=0)[1:].numpy()
+        return labels, prob

@@ -36,6 +36,7 @@ LEVERS = {
     "reference fp32 (NCHW, unfused)": dict(precision="fp32", fuse=False, channels_last=False),
     "+ channels-last": dict(precision="fp32", fuse=False, channels_last=True),
     "+ conv/BN fusion (default)": dict(precision="fp32", fuse=True, channels_last=True),
+    "default without z smoothing": dict(precision="fp32", fuse=True, channels_last=True, z_smooth=0),
     "default, tiles 512 (overlap 256)": dict(precision="fp32", fuse=True, channels_last=True, tile=512, overlap=256),
     "default, bf16 autocast": dict(precision="bf16", fuse=True, channels_last=True),
     "default, 1 thread": dict(precision="fp32", fuse=True, channels_last=True, threads=1),

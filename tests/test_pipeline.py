@@ -50,11 +50,64 @@ def test_a_sub_volume_with_its_halo_gives_the_same_labels_as_the_whole(trained_m
     whole = np.zeros(vol.shape, np.uint8)
     predictor.segment(vol, norm, whole, progress=False)
     h = predictor.halo[0]
-    assert h == 2
+    assert h == 3  # 2 context slices (a 5-slice model) + 1 slice merged on each side
     block = predictor.predict_block(vol[10 - h : 20 + h], norm)
     assert np.array_equal(block, whole[10:20])
     first = predictor.predict_block(vol[0 : 8 + h], norm, halo=0)[:8]
     assert np.array_equal(first, whole[0:8])
+
+
+def test_a_sub_volume_without_z_smoothing_needs_only_the_context_halo(trained_model, small_pair):
+    path, _ = trained_model
+    vol = small_pair[1].tomogram
+    predictor = Predictor.from_file(path, z_smooth=0)
+    norm = robust_normalization(vol)
+    whole = np.zeros(vol.shape, np.uint8)
+    predictor.segment(vol, norm, whole, progress=False)
+    assert predictor.halo[0] == 2
+    assert np.array_equal(predictor.predict_block(vol[8:22], norm), whole[10:20])
+    # Each slice is then the plain argmax of its own network output.
+    logits = predictor.logits(predictor._stacks(norm.apply(vol), 15, 1))
+    assert np.array_equal(logits.argmax(1)[0].numpy(), whole[15])
+
+
+def test_z_smoothing_overrules_a_one_slice_flicker(trained_model, monkeypatch):
+    from annotomo.predict import _SliceMerger
+
+    predictor = Predictor.from_file(trained_model[0], z_smooth=1)
+    logits = torch.zeros(7, 5, 4, 4)
+    logits[:, 1] = 4.0  # class 1 everywhere ...
+    logits[3, 2] = 4.5  # ... but slice 3 alone prefers class 2 by a little
+    logits[4:, 3, 0, 0] = 8.0  # from slice 4 on, class 3 wins clearly at one pixel
+    merger = _SliceMerger(predictor, 0, 7, probabilities=True)
+    done = merger.add(0, logits[:4]) + merger.add(4, logits[4:])
+    assert [z for z, _, _ in done] == list(range(7))
+    labels = np.stack([lab for _, lab, _ in done])
+    assert np.all(labels[:, 1:, 1:] == 1) and np.all(labels[3, 1:] == 1)
+    assert list(labels[:, 0, 0]) == [1, 1, 1, 1, 3, 3, 3]  # a real boundary stays where it is
+    probs = np.stack([p for _, _, p in done], axis=1)
+    assert probs.shape == (4, 7, 4, 4) and probs.sum(0).max() <= 1.0 + 1e-5
+    # Unsmoothed, slice 3 keeps its flicker.
+    raw = Predictor.from_file(trained_model[0], z_smooth=0)
+    flicker = np.stack([lab for _, lab, _ in _SliceMerger(raw, 0, 7, False).add(0, logits)])
+    assert np.all(flicker[3, 1:, 1:] == 2)
+    # Large slices wait in float16: same decisions.
+    monkeypatch.setattr(_SliceMerger, "HALF_PRECISION_BYTES", 0)
+    half = np.stack([lab for _, lab, _ in _SliceMerger(predictor, 0, 7, False).add(0, logits)])
+    assert np.array_equal(half, labels)
+
+
+def test_test_time_augmentation_makes_labels_follow_rotations_and_flips(trained_model, small_pair):
+    vol = small_pair[1].tomogram[8:20, :, :160]  # not square: rotations change the slice shape
+    norm = robust_normalization(vol)
+    tta = Predictor.from_file(trained_model[0], tta=True)
+    plain = Predictor.from_file(trained_model[0])
+    labels = tta.predict_block(vol, norm, halo=0)
+    turned = tta.predict_block(np.ascontiguousarray(np.rot90(vol, 1, axes=(1, 2))[:, ::-1]), norm, halo=0)
+    back = np.rot90(turned[:, ::-1], -1, axes=(1, 2))
+    assert np.mean(back == labels) > 0.999  # equal up to float rounding at near-ties
+    without = plain.predict_block(vol, norm, halo=0)
+    assert 0.9 < np.mean(without == labels) < 1.0  # a different, nearby answer
 
 
 def test_segment_writes_labels_and_probabilities_with_the_input_geometry(trained_model, small_files, tmp_path):
