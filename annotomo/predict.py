@@ -317,8 +317,7 @@ class _SliceMerger:
         if self.r == 0:
             labels, prob = self.p._decide(logits, self.probabilities)
             return [(z0 + j, labels[j], None if prob is None else prob[:, j]) for j in range(len(labels))]
-        logits = logits.cpu()
-        if logits[0].numel() * 4 > self.HALF_PRECISION_BYTES:
+        if logits[0].numel() * 4 > self.HALF_PRECISION_BYTES:  # (on the GPU, logits stay there)
             logits = logits.half()
         for j in range(len(logits)):
             self.window[z0 + j] = logits[j]
@@ -343,7 +342,7 @@ class _SliceMerger:
             acc = part[0].float() * self.weights[0]  # a new tensor: the window's logits stay as they are
             for w, n in zip(self.weights[1:], part[1:]):
                 acc.add_(n.float() if n.dtype != torch.float32 else n, alpha=w)
-            labels[y : y + band] = acc.max(0).indices.to(torch.uint8).numpy()
+            labels[y : y + band] = acc.max(0).indices.to(torch.uint8).cpu().numpy()
             if prob is not None:
-                prob[:, y : y + band] = torch.softmax(acc, dim=0)[1:].numpy()
+                prob[:, y : y + band] = torch.softmax(acc, dim=0)[1:].cpu().numpy()
         return labels, prob
