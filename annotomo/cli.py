@@ -26,6 +26,13 @@ def _positive_float(text):
     return value
 
 
+def _fraction(text):
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def _non_negative_int(text):
     value = int(text)
     if value < 0:
@@ -96,6 +103,8 @@ def _add_train(sub):
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--patch", type=_positive_int, default=None, help="training patch size in pixels")
     p.add_argument("--learning-rate", type=_positive_float, default=None)
+    p.add_argument("--warp-fraction", type=_fraction, default=None,
+                   help="fraction of training patches rotated by a random angle and rescaled (default 0.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--invert-contrast", action="store_true", help="for tomograms where dense matter is bright")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
@@ -120,7 +129,7 @@ def cmd_train(args):
                          invert_contrast=args.invert_contrast)
     if args.arch == "tomoseg-cnn":
         config = tomoseg_config(config)
-    for name in ("context_slices", "batch_size", "patch", "learning_rate"):
+    for name in ("context_slices", "batch_size", "patch", "learning_rate", "warp_fraction"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     if config.context_slices % 2 == 0:
@@ -141,6 +150,7 @@ def tomoseg_config(config):
     """Training settings of EMAN2 tomoseg's CNN (2D, 64-pixel boxes, batch 20, Adam at 1e-4)."""
     config.context_slices, config.patch, config.batch_size, config.learning_rate = 1, 64, 20, 1e-4
     config.weight_decay = 0.0
+    config.warp_fraction, config.warp_scale = 1.0, 1.0  # every box at a random angle, no rescaling
     return config
 
 

@@ -3,11 +3,13 @@
 Labels: 0 background, k = k-th class name, 255 = not annotated (ignored by the loss and the scores),
 so sparse annotation (a few slices or regions) is the normal case. Patches are drawn from annotated
 slices, half of them centred on a voxel of a randomly chosen feature so rare features are seen often;
-the loss is cross-entropy weighted by inverse square-root class frequency. Augmentation stays in the
-slice plane (90-degree rotations, flips; the missing wedge is about the z axis, so slices keep their
-character) plus intensity jitter and extra noise. The learning rate follows a cosine over the time (or
-iteration) budget. After each epoch the model is scored on validation tomograms (or, without them, on
-a fixed sample of training slices); the best checkpoint is kept, and a resumable state is saved.
+the loss is cross-entropy weighted by inverse class frequency to the power 0.25, plus a soft Dice term.
+Augmentation stays in the slice plane (the missing wedge is about the z axis, so slices keep their
+character): half of the patches are rotated by a random angle and rescaled by up to 15%, all get
+90-degree rotations and flips, intensity jitter and sometimes extra noise. The learning rate follows
+a cosine over the time (or iteration) budget. After each epoch the model is scored on validation
+tomograms (or, without them, on a fixed sample of training slices); the best checkpoint is kept, and
+a resumable state is saved.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class TrainConfig:
     dice_loss_weight: float = 1.0  # adds a soft Dice term over the features to the cross-entropy
     max_class_weight: float = 30.0
     focus_fraction: float = 0.5
+    warp_fraction: float = 0.5  # patches rotated by any in-plane angle and rescaled (see warp_patches)
+    warp_scale: float = 1.15  # their scale factor is drawn from [1/warp_scale, warp_scale]
     invert_contrast: bool = False
     validation_slices: int = 12
     threads: int | None = None
@@ -114,8 +118,10 @@ def load_annotated(tomogram, labels, n_classes: int, invert=False, name=None, to
 class PatchSampler:
     """Random training patches, with a fraction centred on voxels of a randomly chosen feature."""
 
-    def __init__(self, data: list[AnnotatedTomogram], n_outputs: int, patch: int, context: int, rng, focus=0.5):
+    def __init__(self, data: list[AnnotatedTomogram], n_outputs: int, patch: int, context: int, rng, focus=0.5,
+                 margin=0):
         self.data, self.patch, self.context, self.rng, self.focus = data, patch, context, rng, focus
+        self.margin = margin  # extra pixels on each side, for warp_patches to rotate and rescale
         self.slices = [np.flatnonzero((d.labels != NOT_ANNOTATED).any(axis=(1, 2))) for d in data]
         self.class_voxels = {}
         for k in range(1, n_outputs):
@@ -142,8 +148,9 @@ class PatchSampler:
                 rng.integers(-p // 4, self.data[i].image.shape[2] - 3 * p // 4 + 1)
         d = self.data[i]
         zs = np.clip(np.arange(z - self.context, z + self.context + 1), 0, d.image.shape[0] - 1)
-        img = _crop(d.image, zs, y0, x0, p, 0.0, reflect=True)
-        lab = _crop(d.labels, [z], y0, x0, p, NOT_ANNOTATED, reflect=False)[0]
+        m = self.margin
+        img = _crop(d.image, zs, y0 - m, x0 - m, p + 2 * m, 0.0, reflect=True)
+        lab = _crop(d.labels, [z], y0 - m, x0 - m, p + 2 * m, NOT_ANNOTATED, reflect=False)[0]
         return img, lab
 
     def batch(self, size: int):
@@ -171,6 +178,42 @@ def _reflect_index(idx, n):
     period = 2 * (n - 1)
     idx = np.abs(idx) % period
     return np.where(idx >= n, period - idx, idx)
+
+
+def warp_margin(patch: int, scale: float) -> int:
+    """Pixels to crop around a patch so that any rotation at up to `scale` stays inside the crop."""
+    return int(math.ceil((patch * math.sqrt(2) * scale - patch) / 2)) + 1
+
+
+def warp_patches(images: np.ndarray, labels: np.ndarray, patch: int, rng, fraction: float, scale: float):
+    """Central `patch` x `patch` crops of larger patches; a `fraction` of them rotated by a random
+    in-plane angle and rescaled by a factor in [1/scale, scale] (bilinear images, nearest labels).
+
+    Rotations about z keep the missing wedge where it is, so any angle is a valid augmentation; the
+    90-degree ones of `augment` cannot show the network features at other orientations relative to
+    the pixel grid, and the scale jitter covers cells whose features are a little larger or smaller.
+    """
+    m = (images.shape[-1] - patch) // 2
+    out_i = np.ascontiguousarray(images[..., m : m + patch, m : m + patch])
+    out_l = np.ascontiguousarray(labels[..., m : m + patch, m : m + patch])
+    chosen = np.flatnonzero(rng.random(len(images)) < fraction)
+    if len(chosen) == 0:
+        return out_i, out_l
+    src = images.shape[-1]
+    angle = rng.uniform(0, 2 * np.pi, len(chosen))
+    zoom = np.exp(rng.uniform(-np.log(scale), np.log(scale), len(chosen))) * patch / src
+    theta = np.zeros((len(chosen), 2, 3), np.float32)
+    theta[:, 0, 0], theta[:, 0, 1] = zoom * np.cos(angle), -zoom * np.sin(angle)
+    theta[:, 1, 0], theta[:, 1, 1] = zoom * np.sin(angle), zoom * np.cos(angle)
+    theta = torch.from_numpy(theta)
+    grid = F.affine_grid(theta, (len(chosen), 1, patch, patch), align_corners=False)
+    img = F.grid_sample(torch.from_numpy(np.ascontiguousarray(images[chosen])), grid, mode="bilinear",
+                        padding_mode="reflection", align_corners=False)
+    lab = F.grid_sample(torch.from_numpy(labels[chosen][:, None].astype(np.float32)), grid, mode="nearest",
+                        padding_mode="zeros", align_corners=False)
+    out_i[chosen] = img.numpy()
+    out_l[chosen] = lab[:, 0].numpy().astype(np.uint8)
+    return out_i, out_l
 
 
 def augment(images: np.ndarray, labels: np.ndarray, rng):
@@ -333,7 +376,9 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
         loss_fn = weighted_cross_entropy
     weights = class_weights(data, n_outputs, config.class_weight_power, config.max_class_weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    sampler = PatchSampler(data, n_outputs, config.patch, config.context_slices // 2, rng, config.focus_fraction)
+    margin = warp_margin(config.patch, config.warp_scale) if config.warp_fraction > 0 else 0
+    sampler = PatchSampler(data, n_outputs, config.patch, config.context_slices // 2, rng, config.focus_fraction,
+                           margin)
     plan_data = val_data or data
     plan = _validation_plan(plan_data, config.validation_slices, np.random.default_rng(config.seed + 1))
 
@@ -365,7 +410,10 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
                 lr_scale = min(1.0, (state["iteration"] + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(fraction_done(), 1.0)))
                 for g in optimizer.param_groups:
                     g["lr"] = config.learning_rate * max(lr_scale, 0.01)
-                imgs, labs = augment(*sampler.batch(config.batch_size), rng)
+                imgs, labs = sampler.batch(config.batch_size)
+                if margin:
+                    imgs, labs = warp_patches(imgs, labs, config.patch, rng, config.warp_fraction, config.warp_scale)
+                imgs, labs = augment(imgs, labs, rng)
                 x = torch.from_numpy(np.ascontiguousarray(imgs)).contiguous(memory_format=torch.channels_last)
                 y = torch.from_numpy(np.ascontiguousarray(labs).astype(np.int64))
                 loss = loss_fn(model, x, y, weights)

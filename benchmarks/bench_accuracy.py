@@ -1,0 +1,118 @@
+"""Accuracy levers: train with one set of settings, score on three other simulated cells.
+
+Each lever is a set of TrainConfig overrides. The model is trained for 5 minutes (wall clock) on one
+simulated 64 x 256 x 256 cell at 28 A (seed 1 unless the lever says "train_seed") and scored on
+cells 1001, 2001 and 3001, with and without merging slices along z at inference (confusion matrices
+pooled over the three cells). Results are appended, one line per lever, to a JSON-lines file.
+Training is time-bounded, so run nothing else on the machine meanwhile: a loaded machine trains
+fewer iterations.
+
+    python benchmarks/bench_accuracy.py                        # the default settings and warp0 (~12 min)
+    python benchmarks/bench_accuracy.py --all                  # every lever in LEVERS (~75 min)
+    python benchmarks/bench_accuracy.py --only warp1 warp0.25  # some of them
+    python benchmarks/bench_accuracy.py --lever mine '{"learning_rate": 0.003}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from annotomo import TrainConfig, simulate, train  # noqa: E402
+from annotomo.metrics import confusion_matrix, scores_from_confusion  # noqa: E402
+from annotomo.predict import Predictor  # noqa: E402
+from common import cpu_name  # noqa: E402
+
+TEST_SEEDS = (1001, 2001, 3001)
+LEVERS = {  # name: TrainConfig overrides (+ "train_seed"); the first two run by default
+    "default": {},
+    "warp0": {"warp_fraction": 0.0},  # no arbitrary-angle rotation / rescaling (the earlier default)
+    "default-seed7": {"seed": 7},
+    "warp0-seed7": {"warp_fraction": 0.0, "seed": 7},
+    "default-train-seed2": {"train_seed": 2},
+    "warp0-train-seed2": {"warp_fraction": 0.0, "train_seed": 2},
+    "warp0.25": {"warp_fraction": 0.25},
+    "warp0.75": {"warp_fraction": 0.75},
+    "warp1": {"warp_fraction": 1.0},
+    "warp-scale1.3": {"warp_scale": 1.3},
+    "warp0-lr1e-2": {"warp_fraction": 0.0, "learning_rate": 0.01},
+    "warp0-focus0.7": {"warp_fraction": 0.0, "focus_fraction": 0.7},
+    "warp0-patch96-batch16": {"warp_fraction": 0.0, "patch": 96, "batch_size": 16},
+}
+
+
+def run_lever(name, overrides, minutes, cells, work):
+    overrides = dict(overrides)
+    train_seed = overrides.pop("train_seed", 1)
+    tomogram, labels = cells(train_seed)
+    classes = ["microtubule", "ribosome", "membrane", "double_membrane"]
+    config = TrainConfig(**{"minutes": minutes, **overrides})
+    path = work / f"{name}.annotomo"
+    result = train([tomogram], [labels], classes, path, config, progress=False, log=lambda *a: None)
+    row = dict(name=name, overrides=overrides, train_seed=train_seed, iterations=result.iterations,
+               best_epoch=result.best["epoch"])
+    for label, options in (("no_z_merge", dict(z_smooth=0)), ("default_inference", {})):
+        predictor = Predictor.from_file(path, **options)
+        cm = np.zeros((len(classes) + 1,) * 2, np.int64)
+        for seed in TEST_SEEDS:
+            t, truth = cells(seed)
+            pred = predictor.predict_block(t, predictor.info.normalization_for(t), halo=0)
+            cm += confusion_matrix(truth, pred, len(classes) + 1)
+        scores = scores_from_confusion(cm, classes)
+        row[label] = dict(mean_dice=round(scores["mean_dice"], 4),
+                          **{k: round(v["dice"], 3) for k, v in scores["classes"].items()})
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", help="run only these named levers")
+    ap.add_argument("--all", action="store_true", help="run every lever in LEVERS")
+    ap.add_argument("--lever", nargs=2, metavar=("NAME", "JSON"), help="run one lever given as TrainConfig overrides")
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "accuracy_levers.jsonl"))
+    args = ap.parse_args()
+    if args.lever:
+        levers = {args.lever[0]: json.loads(args.lever[1])}
+    else:
+        names = args.only or (list(LEVERS) if args.all else list(LEVERS)[:2])
+        unknown = sorted(set(names) - set(LEVERS))
+        if unknown:
+            ap.error(f"unknown lever(s) {unknown}; known: {', '.join(LEVERS)}")
+        levers = {k: LEVERS[k] for k in names}
+    work = Path(tempfile.mkdtemp(prefix="annotomo-acc-"))
+    cache = {}
+
+    def cells(seed):
+        if seed not in cache:
+            s = simulate(seed=seed)
+            cache[seed] = (s.tomogram, s.labels)
+        return cache[seed]
+
+    machine = dict(cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__)
+    print(f"{'lever':<22}{'iters':>7}{'mean (no z-merge)':>19}{'mean':>7}  per feature (default inference)")
+    for name, overrides in levers.items():
+        row = run_lever(name, overrides, args.minutes, cells, work)
+        row.update(date=time.strftime("%Y-%m-%d %H:%M"), minutes=args.minutes, machine=machine)
+        per = row["default_inference"]
+        print(f"{name:<22}{row['iterations']:>7d}{row['no_z_merge']['mean_dice']:>19.3f}{per['mean_dice']:>7.3f}  "
+              + " ".join(f"{k} {v:.3f}" for k, v in per.items() if k != "mean_dice"), flush=True)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    print(f"appended to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Training-time augmentation keeps images and labels aligned and respects 'not annotated'."""
+
+import numpy as np
+
+from annotomo.conventions import NOT_ANNOTATED
+from annotomo.train import augment, warp_margin, warp_patches
+
+
+def _band_patches(n, size, width=6):
+    """Patches with a horizontal band through the centre: image 1 where the label is 1."""
+    yy = np.arange(size)[:, None] - (size - 1) / 2
+    lab = np.broadcast_to((np.abs(yy) < width / 2) & np.ones((1, size), bool), (n, size, size)).astype(np.uint8)
+    return lab[:, None].astype(np.float32), lab.copy()
+
+
+def test_warped_patches_keep_images_and_labels_aligned_at_any_angle():
+    patch = 48
+    size = patch + 2 * warp_margin(patch, 1.2)
+    img, lab = _band_patches(64, size)
+    out_i, out_l = warp_patches(img, lab, patch, np.random.default_rng(0), 1.0, 1.2)
+    assert out_i.shape == (64, 1, patch, patch) and out_l.shape == (64, patch, patch) and out_l.dtype == np.uint8
+    assert np.mean((out_i[:, 0] > 0.5) == (out_l == 1)) > 0.99
+    # Not only the 4 right angles: the band's orientation (from its second moments) takes many values.
+    angles = []
+    for band in out_l:
+        y, x = np.nonzero(band)
+        cov = np.cov(np.stack([x, y]))
+        angles.append(np.degrees(0.5 * np.arctan2(2 * cov[0, 1], cov[0, 0] - cov[1, 1])) % 180)
+    assert len(np.unique(np.round(angles, -1))) >= 10
+    # The band stays through the centre (rotation and scaling about the patch centre).
+    assert (out_l[:, patch // 2 - 1 : patch // 2 + 1, patch // 2 - 1 : patch // 2 + 1] == 1).all()
+
+
+def test_unwarped_patches_are_exact_central_crops():
+    patch, m = 32, warp_margin(32, 1.15)
+    rng = np.random.default_rng(1)
+    img = rng.normal(size=(5, 3, patch + 2 * m, patch + 2 * m)).astype(np.float32)
+    lab = rng.integers(0, 5, (5, patch + 2 * m, patch + 2 * m)).astype(np.uint8)
+    out_i, out_l = warp_patches(img, lab, patch, rng, 0.0, 1.15)
+    assert np.array_equal(out_i, img[..., m : m + patch, m : m + patch])
+    assert np.array_equal(out_l, lab[..., m : m + patch, m : m + patch])
+
+
+def test_not_annotated_stays_not_annotated_through_augmentation():
+    patch = 40
+    size = patch + 2 * warp_margin(patch, 1.15)
+    rng = np.random.default_rng(2)
+    lab = np.full((16, size, size), NOT_ANNOTATED, np.uint8)
+    lab[:, : size // 2] = rng.integers(0, 3, (16, size // 2, size)).astype(np.uint8)
+    img = rng.normal(size=(16, 1, size, size)).astype(np.float32)
+    out_i, out_l = augment(*warp_patches(img, lab, patch, rng, 1.0, 1.15), rng)
+    assert set(np.unique(out_l)) <= {0, 1, 2, NOT_ANNOTATED}
+    assert 0.3 < np.mean(out_l == NOT_ANNOTATED) < 0.7  # about half, whatever the rotation
