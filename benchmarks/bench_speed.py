@@ -32,16 +32,27 @@ from annotomo.volumes import open_volume, read_labels, write_volume  # noqa: E40
 from common import add_child_arguments, child, run_child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak  # noqa: E402
 
 LEVERS = {
-    # name: Predictor options. The first is the reference every lever is compared with.
+    # name: Predictor options. The first is the reference every lever is compared with; the "default"
+    # rows use precision "auto", which is bf16 on CPUs with AMX or AVX512-BF16 and fp32 elsewhere.
     "reference fp32 (NCHW, unfused)": dict(precision="fp32", fuse=False, channels_last=False),
     "+ channels-last": dict(precision="fp32", fuse=False, channels_last=True),
-    "+ conv/BN fusion (default)": dict(precision="fp32", fuse=True, channels_last=True),
-    "default without z smoothing": dict(precision="fp32", fuse=True, channels_last=True, z_smooth=0),
-    "default, tiles 512 (overlap 256)": dict(precision="fp32", fuse=True, channels_last=True, tile=512, overlap=256),
-    "default, bf16 autocast": dict(precision="bf16", fuse=True, channels_last=True),
-    "default, 1 thread": dict(precision="fp32", fuse=True, channels_last=True, threads=1),
+    "+ conv/BN fusion": dict(precision="fp32", fuse=True, channels_last=True),
+    "+ bf16 autocast": dict(precision="bf16", fuse=True, channels_last=True),
+    "default without z smoothing": dict(precision="auto", z_smooth=0),
+    "default, tiles 512 (overlap 256)": dict(precision="auto", tile=512, overlap=256),
+    "default, 1 thread": dict(precision="auto", threads=1),
 }
-DEFAULT = "+ conv/BN fusion (default)"
+
+
+def default_lever() -> str:
+    """The lever that `annotomo segment` uses on this machine (precision 'auto')."""
+    return "+ bf16 autocast" if _fast_bf16() else "+ conv/BN fusion"
+
+
+def lever_precision(opts) -> str:
+    from annotomo.predict import choose_precision
+
+    return choose_precision(torch.device("cpu"), opts.get("precision", "auto"))
 
 
 def profile_default(model_path, tomogram):
@@ -104,9 +115,10 @@ def main():
 
     peak32 = matmul_peak(torch.float32)
     peak16 = matmul_peak(torch.bfloat16)
+    default = default_lever()
     levers = {k: v for k, v in LEVERS.items() if not args.quick or k in
-              ("reference fp32 (NCHW, unfused)", DEFAULT, "default, bf16 autocast")}
-    if not _fast_bf16():  # without AMX / AVX512-BF16, bf16 convolutions run ~15x slower than fp32 here
+              ("reference fp32 (NCHW, unfused)", "+ conv/BN fusion", "+ bf16 autocast")}
+    if not _fast_bf16():  # without AMX / AVX512-BF16, bf16 convolutions run ~5-15x slower than fp32
         levers = {k: v for k, v in levers.items() if v.get("precision") != "bf16"}
         print("bf16 lever skipped: this CPU has no AMX or AVX512-BF16 (bench_vs_tomoseg.py times bf16 anyway)")
     if args.large_only:
@@ -123,7 +135,8 @@ def main():
         if reference_labels is None:
             reference_labels, reference_dice = pred, scores["mean_dice"]
         voxels = np.prod(shape)
-        rows.append(dict(lever=name, options=opts, mvox_per_s=voxels / r["seconds"] / 1e6, seconds=r["seconds"],
+        rows.append(dict(lever=name, options=opts, precision=lever_precision(opts), default=name == default,
+                         mvox_per_s=voxels / r["seconds"] / 1e6, seconds=r["seconds"],
                          peak_rss_mb=r["peak_rss_mb"], gflops=fpv * voxels / r["seconds"] / 1e9,
                          mean_dice=scores["mean_dice"], dice_change=scores["mean_dice"] - reference_dice,
                          agreement=float(np.mean(pred == reference_labels))))
@@ -137,7 +150,7 @@ def main():
             big_shape = (nz, 864 * 4, 864 * 4)
             big = work / f"big_{nz}.mrc"
             make_tomogram(big, big_shape)
-            r = child(model_path, big, work / f"big_out_{nz}", LEVERS[DEFAULT])
+            r = child(model_path, big, work / f"big_out_{nz}", LEVERS[default])
             scaling.append(dict(shape=big_shape, gvoxels=float(np.prod(big_shape)) / 1e9, **r,
                                 mvox_per_s=float(np.prod(big_shape)) / r["seconds"] / 1e6))
             print(f"large {big_shape}: {scaling[-1]['gvoxels']:.2f} Gvox, {r['seconds']:.0f} s, "
@@ -150,16 +163,18 @@ def main():
                      torch_threads=torch.get_num_threads(), fast_bf16=_fast_bf16()),
         date=time.strftime("%Y-%m-%d"), tomogram_shape=shape, model=dict(arch=info.arch, params=info.arch_params,
                                                                           flops_per_voxel=fpv),
-        matmul_peak_gflops=dict(fp32=peak32, bf16=peak16), levers=rows, default=DEFAULT,
+        matmul_peak_gflops=dict(fp32=peak32, bf16=peak16), levers=rows, default=default,
         large_tomograms=scaling, profile=profile,
     )
     print()
     print(f"machine: {result['machine']['cpu']}, {os.cpu_count()} cores; matmul peak fp32 {peak32:.0f} GFLOP/s, "
           f"bf16 {peak16:.0f} GFLOP/s; model {fpv / 1e3:.1f} kFLOP/voxel")
-    print(f"{'lever':<32}{'Mvox/s':>8}{'s':>8}{'RSS MB':>8}{'GFLOP/s':>9}{'% peak':>8}{'Dice':>7}{'agree':>8}")
+    print(f"default on this machine: {default} (precision {lever_precision(LEVERS[default])})")
+    print(f"{'lever':<44}{'Mvox/s':>8}{'s':>8}{'RSS MB':>8}{'GFLOP/s':>9}{'% peak':>8}{'Dice':>7}{'agree':>8}")
     for r in rows:
-        peak = peak16 if "bf16" in r["lever"] else peak32
-        print(f"{r['lever']:<32}{r['mvox_per_s']:>8.2f}{r['seconds']:>8.1f}{r['peak_rss_mb']:>8.0f}"
+        peak = peak16 if r["precision"] == "bf16" else peak32
+        label = r["lever"] + (" (default here)" if r["default"] else "")
+        print(f"{label:<44}{r['mvox_per_s']:>8.2f}{r['seconds']:>8.1f}{r['peak_rss_mb']:>8.0f}"
               f"{r['gflops']:>9.1f}{100 * r['gflops'] / peak:>7.0f}%{r['mean_dice']:>7.3f}{r['agreement']:>8.4f}")
     f = profile["fractions"]
     print(f"default path time: network {100 * f['network']:.0f}%, read+normalise {100 * f['read_normalise']:.0f}%, "
