@@ -99,7 +99,7 @@ def _add_train(sub):
     p.add_argument("--iterations", type=_positive_int, help="train exactly this many iterations instead")
     p.add_argument("--arch", default="unet", help="unet (default), unet-original or tomoseg-cnn")
     p.add_argument("--context-slices", type=_positive_int, default=None,
-                   help="slices fed to the network (odd; 1 = 2D, the default; 3 or 5 = 2.5D)")
+                   help="slices fed to the network (odd; 1 = 2D, the default; 5 = 2.5D, a little more accurate)")
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--patch", type=_positive_int, default=None, help="training patch size in pixels")
     p.add_argument("--learning-rate", type=_positive_float, default=None)

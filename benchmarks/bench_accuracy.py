@@ -7,7 +7,7 @@ pooled over the three cells). Results are appended, one line per lever, to a JSO
 Training is time-bounded, so run nothing else on the machine meanwhile: a loaded machine trains
 fewer iterations.
 
-    python benchmarks/bench_accuracy.py                        # the default settings and warp0 (~12 min)
+    python benchmarks/bench_accuracy.py                        # the default settings and 2.5D (~12 min)
     python benchmarks/bench_accuracy.py --all                  # every lever in LEVERS (~75 min)
     python benchmarks/bench_accuracy.py --only warp1 warp0.25  # some of them
     python benchmarks/bench_accuracy.py --lever mine '{"learning_rate": 0.003}'
@@ -36,11 +36,15 @@ from common import cpu_name  # noqa: E402
 
 TEST_SEEDS = (1001, 2001, 3001)
 LEVERS = {  # name: TrainConfig overrides (+ "train_seed"); the first two run by default
-    "default": {},
-    "warp0": {"warp_fraction": 0.0},  # no arbitrary-angle rotation / rescaling (the earlier default)
+    "default": {},  # 2D, warp 0.5
+    "2.5d": {"context_slices": 5},
     "default-seed7": {"seed": 7},
-    "warp0-seed7": {"warp_fraction": 0.0, "seed": 7},
     "default-train-seed2": {"train_seed": 2},
+    "2.5d-seed7": {"context_slices": 5, "seed": 7},
+    "2.5d-train-seed2": {"context_slices": 5, "train_seed": 2},
+    # without and with arbitrary-angle rotation / rescaling ("warp")
+    "warp0": {"warp_fraction": 0.0},
+    "warp0-seed7": {"warp_fraction": 0.0, "seed": 7},
     "warp0-train-seed2": {"warp_fraction": 0.0, "train_seed": 2},
     "warp0.25": {"warp_fraction": 0.25},
     "warp0.75": {"warp_fraction": 0.75},

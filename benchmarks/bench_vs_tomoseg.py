@@ -36,7 +36,7 @@ BIN4 = (94, 864, 864)
 
 MODELS = {
     # name: TrainConfig overrides
-    "unet (default, 2D)": dict(arch="unet"),
+    "unet 2D (default)": dict(arch="unet", context_slices=1),
     "unet 2.5D 3 slices": dict(arch="unet", context_slices=3),
     "unet 2.5D 5 slices": dict(arch="unet", context_slices=5),
     "unet-original (31M, 2D)": dict(arch="unet-original", context_slices=1, batch_size=4),
