@@ -8,7 +8,7 @@ Training is time-bounded, so run nothing else on the machine meanwhile: a loaded
 fewer iterations.
 
     python benchmarks/bench_accuracy.py                        # the default settings and 2.5D (~12 min)
-    python benchmarks/bench_accuracy.py --all                  # every lever in LEVERS (~75 min)
+    python benchmarks/bench_accuracy.py --all                  # every lever in LEVERS (~90 min)
     python benchmarks/bench_accuracy.py --only warp1 warp0.25  # some of them
     python benchmarks/bench_accuracy.py --lever mine '{"learning_rate": 0.003}'
 """
@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from annotomo import TrainConfig, simulate, train  # noqa: E402
 from annotomo.metrics import confusion_matrix, scores_from_confusion  # noqa: E402
 from annotomo.predict import Predictor  # noqa: E402
+from annotomo.conventions import SYNTH_CLASSES  # noqa: E402
 from common import cpu_name  # noqa: E402
 
 TEST_SEEDS = (1001, 2001, 3001)
@@ -60,7 +61,7 @@ def run_lever(name, overrides, minutes, cells, work):
     overrides = dict(overrides)
     train_seed = overrides.pop("train_seed", 1)
     tomogram, labels = cells(train_seed)
-    classes = ["microtubule", "ribosome", "membrane", "double_membrane"]
+    classes = list(SYNTH_CLASSES)
     config = TrainConfig(**{"minutes": minutes, **overrides})
     path = work / f"{name}.annotomo"
     result = train([tomogram], [labels], classes, path, config, progress=False, log=lambda *a: None)

@@ -45,8 +45,8 @@ LEVERS = {
 
 
 def default_lever() -> str:
-    """The lever that `annotomo segment` uses on this machine (precision 'auto')."""
-    return "+ bf16 autocast" if _fast_bf16() else "+ conv/BN fusion"
+    """The lever that `annotomo segment` uses on this machine: the one with the precision 'auto' picks."""
+    return "+ bf16 autocast" if lever_precision({}) == "bf16" else "+ conv/BN fusion"
 
 
 def lever_precision(opts) -> str:
