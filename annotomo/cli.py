@@ -99,7 +99,7 @@ def _add_train(sub):
     p.add_argument("--iterations", type=_positive_int, help="train exactly this many iterations instead")
     p.add_argument("--arch", default="unet", help="unet (default), unet-original or tomoseg-cnn")
     p.add_argument("--context-slices", type=_positive_int, default=None,
-                   help="slices fed to the network (odd; 1 = 2D, the default; 5 = 2.5D, a little more accurate)")
+                   help="slices fed to the network (odd; default 5 = the slice and 2 on each side; 1 = 2D)")
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--patch", type=_positive_int, default=None, help="training patch size in pixels")
     p.add_argument("--learning-rate", type=_positive_float, default=None)
@@ -107,6 +107,9 @@ def _add_train(sub):
                    help="fraction of training patches rotated by a random angle and rescaled (default 0.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--invert-contrast", action="store_true", help="for tomograms where dense matter is bright")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="mixed precision of the network (auto: bf16 on GPUs and on CPUs with AMX/AVX512-BF16)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -126,7 +129,7 @@ def cmd_train(args):
     else:
         check_output_path(args.out, inputs=inputs, overwrite=True)
     config = TrainConfig(arch=args.arch, minutes=args.minutes, iterations=args.iterations, seed=args.seed,
-                         invert_contrast=args.invert_contrast)
+                         invert_contrast=args.invert_contrast, device=args.device, precision=args.precision)
     if args.arch == "tomoseg-cnn":
         config = tomoseg_config(config)
     for name in ("context_slices", "batch_size", "patch", "learning_rate", "warp_fraction"):

@@ -26,10 +26,15 @@ class Normalization:
     invert: bool = False  # True for tomograms where dense matter is bright
     tomoseg_filter: bool = False  # EMAN2 tomoseg's band-pass and per-slice normalisation instead
 
-    def apply(self, block: np.ndarray) -> np.ndarray:
+    def apply(self, block: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        """The normalised float32 block; overwrite=True may reuse a float32 `block`'s memory (no copy)."""
         if self.tomoseg_filter:
             return tomoseg_preprocess(block, self.invert)
-        out = (np.asarray(block, dtype=np.float32) - np.float32(self.center)) * np.float32(1.0 / self.scale)
+        if overwrite and isinstance(block, np.ndarray) and block.dtype == np.float32 and block.flags.writeable:
+            out = np.subtract(block, np.float32(self.center), out=block)
+            out *= np.float32(1.0 / self.scale)
+        else:
+            out = (np.asarray(block, dtype=np.float32) - np.float32(self.center)) * np.float32(1.0 / self.scale)
         if self.invert:
             np.negative(out, out=out)
         return np.clip(out, -CLIP, CLIP, out=out)

@@ -30,6 +30,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .errors import AnnotomoError
 from .modelfile import ModelInfo, load_model
 from .normalize import Normalization
 from .tiling import blending_weights, padded_size, tile_layout
@@ -49,7 +50,15 @@ def cpu_has_fast_bf16() -> bool:
 def choose_device(device: str | None = None) -> torch.device:
     """The requested device, else CUDA when available, else the CPU."""
     if device:
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except RuntimeError:
+            raise AnnotomoError(f"--device {device}: not a device name (cpu, cuda, cuda:1 ...)") from None
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise AnnotomoError(f"--device {device}: no CUDA GPU is available to torch {torch.__version__}")
+        if chosen.type not in ("cpu", "cuda"):
+            raise AnnotomoError(f"--device {device}: only cpu and cuda devices are supported")
+        return chosen
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -62,6 +71,13 @@ def choose_precision(device: torch.device, precision: str = "auto") -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def mixed_precision(device: torch.device, precision: str):
+    """A context running the network in `precision` (autocast to bf16/fp16; 'fp32': unchanged)."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def fuse_conv_bn(model: torch.nn.Module) -> torch.nn.Module:
@@ -126,16 +142,10 @@ class Predictor:
 
     # ---- the network on a batch of normalised slice stacks ----
 
-    def _autocast(self):
-        if self.precision == "fp32":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
-
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
+        with mixed_precision(self.device, self.precision):
             return self.model(x).float()
 
     @torch.inference_mode()
@@ -162,9 +172,14 @@ class Predictor:
 
     def _logits(self, stacks: np.ndarray) -> torch.Tensor:
         b, c, h, w = stacks.shape
-        x = torch.from_numpy(np.ascontiguousarray(stacks))
         if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
+            x = torch.from_numpy(np.ascontiguousarray(stacks)).pin_memory().to(self.device, non_blocking=True)
+        elif min(stacks.strides) >= 0:
+            # Context stacks are strided views of the slab (see context_windows); tiles copy only what they
+            # read, so an unbinned slice's (slices x context) stack is never materialised on the CPU.
+            x = torch.from_numpy(stacks)
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(stacks))  # rotated/flipped views (TTA)
         hp, wp = padded_size(h, self.stride), padded_size(w, self.stride)
         if (hp, wp) != (h, w):
             mode = "reflect" if hp - h < h and wp - w < w else "replicate"
@@ -174,16 +189,24 @@ class Predictor:
         (th, ys), (tw, xs) = (tile_layout(n, self.tile, self.overlap, self.stride) for n in (hp, wp))
         weight, inverse_total = self._blending(hp, wp, th, tw, ys, xs)
         # Channels-last, like the network's own output: the argmax over classes then reads contiguously.
-        acc = torch.zeros((b, hp, wp, self.info.n_outputs), device=self.device).permute(0, 3, 1, 2)
+        # Slices whose logits exceed 16 MB accumulate in float16 (the precision _SliceMerger keeps them in
+        # anyway), tile by tile and band by band so that no full-slice float32 temporary is made: at
+        # 3456 x 3456 that is 240 MB less per slice in flight.
+        large = self.info.n_outputs * hp * wp * 4 > _SliceMerger.HALF_PRECISION_BYTES
+        dtype = torch.float16 if large else torch.float32
+        acc = torch.zeros((b, hp, wp, self.info.n_outputs), device=self.device, dtype=dtype).permute(0, 3, 1, 2)
         for y0 in ys:
             for x0 in xs:
                 # Blend probabilities, not logits: near a tile's edge logits can be large, and even a small
                 # weight on a large logit would show as a seam.
-                out = torch.softmax(self._run(x[:, :, y0 : y0 + th, x0 : x0 + tw]), dim=1)
-                acc[:, :, y0 : y0 + th, x0 : x0 + tw] += out.mul_(weight)
+                out = torch.softmax(self._run(x[:, :, y0 : y0 + th, x0 : x0 + tw]), dim=1).mul_(weight)
+                acc[:, :, y0 : y0 + th, x0 : x0 + tw] += out.to(dtype)
                 del out
-        # In place: at 3456 x 3456 every temporary of `acc` would cost another 240 MB per slice.
-        acc.mul_(inverse_total).clamp_(min=1e-12).log_()  # log-probabilities are logits too
+        band = max(1, (1 << 22) // wp)
+        for y0 in range(0, hp, band):  # in bands: at 3456 x 3456 every temporary of `acc` would cost 240 MB
+            part = acc[:, :, y0 : y0 + band]
+            # log-probabilities are logits too
+            part.copy_(part.float().mul_(inverse_total[y0 : y0 + band]).clamp_(min=1e-12).log_())
         return acc[:, :, :h, :w]
 
     def _blending(self, hp, wp, th, tw, ys, xs):
@@ -245,7 +268,7 @@ class Predictor:
         labels = logits.max(1).indices.to(torch.uint8).cpu().numpy()
         if not probabilities:
             return labels, None
-        prob = torch.softmax(logits, dim=1)[:, 1:].transpose(0, 1).cpu().numpy()
+        prob = torch.softmax(logits, dim=1, dtype=torch.float32)[:, 1:].transpose(0, 1).cpu().numpy()
         return labels, prob
 
     def segment(self, volume, normalization: Normalization, out_labels, out_probabilities=None,
@@ -259,26 +282,43 @@ class Predictor:
         step = self._batch_slices(volume.shape)
         h = self.context
 
-        def load(z0):
-            lo, hi = max(z0 - h, 0), min(z0 + step + h, nz)
-            raw = np.array(volume[lo:hi])
+        def load(first, stop):
+            """Normalised slices first..stop-1, where positions beyond the faces repeat the edge slice."""
+            wanted = np.clip(np.arange(first, stop), 0, nz - 1)
+            lo, hi = int(wanted[0]), int(wanted[-1]) + 1
+            raw = np.array(volume[lo:hi], dtype=np.float32)  # a private copy, normalised in place
             release_pages(volume, lo, hi)
             if not np.all(np.isfinite(raw)):
                 bad = int(np.count_nonzero(~np.isfinite(raw)))
                 raise ValueError(f"{bad} NaN or infinite voxels in slices {lo}..{hi - 1}")
-            return z0, lo, normalization.apply(raw)
+            slab = normalization.apply(raw, overwrite=True)
+            return slab if hi - lo == len(wanted) else slab[wanted - lo]
 
+        # The slab for slices z0..z0+n-1 spans z0-h..z0+n+h-1. Consecutive slabs share 2h slices, so only
+        # the new ones are read (in the background, while the network works) and the shared ones are moved
+        # to the slab's front: a 5-slice model then holds 6 unbinned slices, not 2 slabs of 5.
         starts = list(range(0, nz, step))
+        fresh = [(z0 - h, z0 + min(step, nz - z0) + h) if i == 0 else (z0 + h, z0 + min(step, nz - z0) + h)
+                 for i, z0 in enumerate(starts)]
         merger = _SliceMerger(self, 0, nz, out_probabilities is not None)
+        slab = None
         with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=nz, unit="slice", desc=description,
                                                               disable=not progress, leave=False) as bar:
-            pending = pool.submit(load, starts[0])
-            for i in range(len(starts)):
-                z0, lo, normalized = pending.result()
+            pending = pool.submit(load, *fresh[0])
+            for i, z0 in enumerate(starts):
+                new = pending.result()
                 if i + 1 < len(starts):
-                    pending = pool.submit(load, starts[i + 1])
+                    pending = pool.submit(load, *fresh[i + 1])
                 n = min(step, nz - z0)
-                done = merger.add(z0, self.logits(self._stacks_clamped(normalized, z0 - lo, n, lo, nz)))
+                if slab is None:
+                    slab = new
+                else:
+                    for j in range(2 * h):  # slice by slice: source and target never overlap
+                        slab[j] = slab[len(slab) - 2 * h + j]
+                    slab = slab[: 2 * h + n]
+                    slab[2 * h :] = new
+                del new
+                done = merger.add(z0, self.logits(context_windows(slab, 2 * h + 1)))
                 for z, lab, prob in done:
                     out_labels[z] = lab
                     release_pages(out_labels, z, z + 1, flush=True)
@@ -289,10 +329,21 @@ class Predictor:
                     bar.update(1)
 
     def _stacks_clamped(self, normalized, first, count, lo, nz):
-        """Context stacks from a slab that starts at tomogram slice `lo`, clamping at the tomogram faces."""
+        """Context stacks from a slab that starts at tomogram slice `lo`, clamping at the tomogram faces.
+
+        A strided view of `normalized` where no slice is clamped (see context_windows), else a copy."""
         offsets = np.arange(-self.context, self.context + 1)
         absolute = np.clip(lo + first + np.arange(count)[:, None] + offsets[None, :], 0, nz - 1)
+        start = absolute[0, 0] - lo
+        if (absolute - lo == start + np.arange(count)[:, None] + np.arange(len(offsets))).all():
+            return context_windows(normalized[start : start + count + 2 * self.context], len(offsets))
         return normalized[absolute - lo]
+
+
+def context_windows(slab: np.ndarray, width: int) -> np.ndarray:
+    """The (len(slab) - width + 1, width, y, x) stacks of `width` consecutive slices, as a view (no copy)."""
+    windows = np.lib.stride_tricks.sliding_window_view(slab, width, axis=0, writeable=True)
+    return windows.transpose(0, 3, 1, 2)  # writeable only so that torch.from_numpy takes it; never written
 
 
 class _SliceMerger:

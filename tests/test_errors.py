@@ -103,6 +103,20 @@ def test_classes_that_disagree_with_the_model(tmp_path, trained_model, small_fil
     assert_clean_error(code, err, "model classes are microtubule,ribosome,membrane,double_membrane")
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")
+@pytest.mark.parametrize("command", ["train", "segment"])
+def test_asking_for_a_gpu_that_is_not_there(tmp_path, trained_model, small_files, command):
+    if command == "train":
+        args = train_args(small_files["train_tomo"], small_files["train_labels"], tmp_path / "m.annotomo")
+    else:
+        args = ("segment", trained_model[0], small_files["test_tomo"], "-o", tmp_path)
+    code, _, err = run_cli(*args, "--device", "cuda")
+    assert_clean_error(code, err, "--device cuda", "no CUDA GPU")
+    assert list(tmp_path.iterdir()) == []
+    code, _, err = run_cli(*args, "--device", "gpu0")
+    assert_clean_error(code, err, "--device gpu0", "not a device name")
+
+
 def test_output_equal_to_an_input_is_refused(tmp_path, small_files):
     before = digest(small_files["train_tomo"])
     code, _, err = run_cli(*train_args(small_files["train_tomo"], small_files["train_labels"],

@@ -42,6 +42,21 @@ def test_tiled_prediction_equals_whole_slice_prediction(trained_model, small_pai
     assert float((a.argmax(1) == b.argmax(1)).float().mean()) > 0.999
 
 
+def test_tiles_blended_in_half_precision_agree_with_the_whole_slice(trained_model, small_pair, monkeypatch):
+    """Unbinned slices blend their tiles in float16 (to stay within the memory bound); force that path."""
+    from annotomo.predict import _SliceMerger
+
+    path, _ = trained_model
+    vol = np.pad(small_pair[1].tomogram[10:14], ((0, 0), (0, 448), (0, 448)), mode="symmetric")
+    stacks = Predictor.from_file(path)._stacks(robust_normalization(vol).apply(vol), 2, 1)
+    a = torch.softmax(Predictor.from_file(path, tile=4096).logits(stacks), 1)
+    monkeypatch.setattr(_SliceMerger, "HALF_PRECISION_BYTES", 0)
+    b = torch.softmax(Predictor.from_file(path, tile=384, overlap=256).logits(stacks).float(), 1)
+    diff = (a - b).abs()
+    assert float(diff.max()) < 0.1 and float(diff.mean()) < 0.002
+    assert float((a.argmax(1) == b.argmax(1)).float().mean()) > 0.999
+
+
 def test_a_sub_volume_with_its_halo_gives_the_same_labels_as_the_whole(trained_model, small_pair):
     path, _ = trained_model
     vol = small_pair[1].tomogram
@@ -55,6 +70,29 @@ def test_a_sub_volume_with_its_halo_gives_the_same_labels_as_the_whole(trained_m
     assert np.array_equal(block, whole[10:20])
     first = predictor.predict_block(vol[0 : 8 + h], norm, halo=0)[:8]
     assert np.array_equal(first, whole[0:8])
+
+
+def test_segmenting_in_small_batches_gives_the_labels_of_the_whole_block(trained_model, small_pair):
+    """Slab by slab (2 slices per network call, so slabs meet the faces with edge slices repeated) equals
+    one block with the context clamped at its faces."""
+    path, _ = trained_model
+    vol = small_pair[1].tomogram[:11]
+    norm = robust_normalization(vol)
+    batched = Predictor.from_file(path, batch_pixels=2 * vol.shape[1] * vol.shape[2])
+    assert batched._batch_slices(vol.shape) == 2
+    out = np.zeros(vol.shape, np.uint8)
+    batched.segment(vol, norm, out, progress=False)
+    assert np.array_equal(out, Predictor.from_file(path).predict_block(vol, norm, halo=0))
+
+
+def test_context_stacks_are_views_of_the_slab_except_at_the_faces():
+    from annotomo.predict import context_windows
+
+    slab = np.random.default_rng(0).normal(size=(9, 6, 7)).astype(np.float32)
+    windows = context_windows(slab, 5)
+    assert windows.shape == (5, 5, 6, 7) and np.shares_memory(windows, slab)
+    assert np.array_equal(windows, slab[np.arange(5)[:, None] + np.arange(5)[None, :]])
+    assert np.array_equal(torch.from_numpy(windows).numpy(), windows)
 
 
 def test_a_sub_volume_without_z_smoothing_needs_only_the_context_halo(trained_model, small_pair):

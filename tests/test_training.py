@@ -51,3 +51,22 @@ def test_not_annotated_stays_not_annotated_through_augmentation():
     out_i, out_l = augment(*warp_patches(img, lab, patch, rng, 1.0, 1.15), rng)
     assert set(np.unique(out_l)) <= {0, 1, 2, NOT_ANNOTATED}
     assert 0.3 < np.mean(out_l == NOT_ANNOTATED) < 0.7  # about half, whatever the rotation
+
+
+def test_patch_crops_match_a_padded_volume_wherever_they_hang_over_the_edges():
+    from annotomo.train import _crop
+
+    rng = np.random.default_rng(2)
+    vol = rng.normal(size=(6, 30, 40)).astype(np.float32)
+    lab = rng.integers(0, 5, vol.shape).astype(np.uint8)
+    pad = 200
+    reflected = np.pad(vol, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")  # mirror without edge repeat
+    filled = np.pad(lab, ((0, 0), (pad, pad), (pad, pad)), constant_values=NOT_ANNOTATED)
+    for _ in range(300):
+        size = int(rng.integers(1, 100))
+        y0, x0 = int(rng.integers(-120, 60)), int(rng.integers(-120, 80))
+        zs = np.clip(np.arange(-2, 3) + int(rng.integers(0, 6)), 0, 5)
+        window = (slice(pad + y0, pad + y0 + size), slice(pad + x0, pad + x0 + size))
+        assert np.array_equal(_crop(vol, zs, y0, x0, size, 0.0, reflect=True), reflected[(zs, *window)])
+        assert np.array_equal(_crop(lab, zs[:1], y0, x0, size, NOT_ANNOTATED, reflect=False),
+                              filled[(zs[:1], *window)])
