@@ -37,23 +37,25 @@ from common import cpu_name  # noqa: E402
 
 TEST_SEEDS = (1001, 2001, 3001)
 LEVERS = {  # name: TrainConfig overrides (+ "train_seed"); the first two run by default
-    "default": {},  # 2D, warp 0.5
-    "2.5d": {"context_slices": 5},
+    # Until 2026-11-25 22:40 the default was 2D: rows named "default*" before then are 2D, "2.5d*" 5 slices.
+    # Every row records the context_slices and precision it trained with.
+    "default": {},  # 2.5D (5 slices), warp 0.5, bf16 training where the CPU has it
+    "2d": {"context_slices": 1},
     "default-seed7": {"seed": 7},
     "default-train-seed2": {"train_seed": 2},
-    "2.5d-seed7": {"context_slices": 5, "seed": 7},
-    "2.5d-train-seed2": {"context_slices": 5, "train_seed": 2},
-    # without and with arbitrary-angle rotation / rescaling ("warp")
-    "warp0": {"warp_fraction": 0.0},
-    "warp0-seed7": {"warp_fraction": 0.0, "seed": 7},
-    "warp0-train-seed2": {"warp_fraction": 0.0, "train_seed": 2},
-    "warp0.25": {"warp_fraction": 0.25},
-    "warp0.75": {"warp_fraction": 0.75},
-    "warp1": {"warp_fraction": 1.0},
-    "warp-scale1.3": {"warp_scale": 1.3},
-    "warp0-lr1e-2": {"warp_fraction": 0.0, "learning_rate": 0.01},
-    "warp0-focus0.7": {"warp_fraction": 0.0, "focus_fraction": 0.7},
-    "warp0-patch96-batch16": {"warp_fraction": 0.0, "patch": 96, "batch_size": 16},
+    "2d-seed7": {"context_slices": 1, "seed": 7},
+    "2d-train-seed2": {"context_slices": 1, "train_seed": 2},
+    # without and with arbitrary-angle rotation / rescaling ("warp"), measured on the 2D model
+    "warp0": {"context_slices": 1, "warp_fraction": 0.0},
+    "warp0-seed7": {"context_slices": 1, "warp_fraction": 0.0, "seed": 7},
+    "warp0-train-seed2": {"context_slices": 1, "warp_fraction": 0.0, "train_seed": 2},
+    "warp0.25": {"context_slices": 1, "warp_fraction": 0.25},
+    "warp0.75": {"context_slices": 1, "warp_fraction": 0.75},
+    "warp1": {"context_slices": 1, "warp_fraction": 1.0},
+    "warp-scale1.3": {"context_slices": 1, "warp_scale": 1.3},
+    "warp0-lr1e-2": {"context_slices": 1, "warp_fraction": 0.0, "learning_rate": 0.01},
+    "warp0-focus0.7": {"context_slices": 1, "warp_fraction": 0.0, "focus_fraction": 0.7},
+    "warp0-patch96-batch16": {"context_slices": 1, "warp_fraction": 0.0, "patch": 96, "batch_size": 16},
 }
 
 
@@ -65,8 +67,10 @@ def run_lever(name, overrides, minutes, cells, work):
     config = TrainConfig(**{"minutes": minutes, **overrides})
     path = work / f"{name}.annotomo"
     result = train([tomogram], [labels], classes, path, config, progress=False, log=lambda *a: None)
+    trained = json.loads(path.with_name(path.name + ".log.json").read_text())["config"]
     row = dict(name=name, overrides=overrides, train_seed=train_seed, iterations=result.iterations,
-               best_epoch=result.best["epoch"])
+               best_epoch=result.best["epoch"], context_slices=trained["context_slices"],
+               precision=trained["precision"])
     for label, options in (("no_z_merge", dict(z_smooth=0)), ("default_inference", {})):
         predictor = Predictor.from_file(path, **options)
         cm = np.zeros((len(classes) + 1,) * 2, np.int64)
