@@ -7,9 +7,9 @@ appear), and writes labels (and optionally per-feature probabilities) slab by sl
 the slab, not by the tomogram, so a memory-mapped tomogram larger than RAM works.
 
 Slices are merged in 3D by averaging each slice's class logits with its neighbours' (binomial weights
-1/4, 1/2, 1/4 over `z_smooth` = 1 slice on each side) before the argmax: the 2D network labels each
-slice alone, and its slice-to-slice jitter costs Dice on features that extend across slices
-(measured on three simulated test cells: mean Dice 0.768 -> 0.782; smoothing probabilities instead
+1/4, 1/2, 1/4 over `z_smooth` = 1 slice on each side) before the argmax: the network decides each
+slice alone (context slices or not), and its slice-to-slice jitter costs Dice on features that extend
+across slices (measured on three simulated test cells, 2D: mean Dice 0.768 -> 0.782; smoothing probabilities instead
 of logits, or over 2 slices, measured no better). Logits wait for their neighbours a few slices at a
 time.
 

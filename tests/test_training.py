@@ -1,8 +1,14 @@
-"""Training-time augmentation keeps images and labels aligned and respects 'not annotated'."""
+"""Training: augmentation keeps images and labels aligned and respects 'not annotated'; patch crops;
+mixed-precision training."""
 
 import numpy as np
+import pytest
+import torch
 
+from annotomo import TrainConfig, train
 from annotomo.conventions import NOT_ANNOTATED
+from annotomo.modelfile import load_model, read_model_info
+from annotomo.predict import cpu_has_fast_bf16
 from annotomo.train import augment, warp_margin, warp_patches
 
 
@@ -70,3 +76,20 @@ def test_patch_crops_match_a_padded_volume_wherever_they_hang_over_the_edges():
         assert np.array_equal(_crop(vol, zs, y0, x0, size, 0.0, reflect=True), reflected[(zs, *window)])
         assert np.array_equal(_crop(lab, zs[:1], y0, x0, size, NOT_ANNOTATED, reflect=False),
                               filled[(zs[:1], *window)])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_learns_at_each_precision_and_says_which_it_used(tmp_path, small_pair, precision):
+    if precision == "bf16" and not cpu_has_fast_bf16():
+        pytest.skip("bf16 convolutions are very slow on CPUs without AMX or AVX512-BF16")
+    sim = small_pair[0]
+    out = tmp_path / "m.annotomo"
+    config = TrainConfig(iterations=90, epoch_iterations=30, patch=64, batch_size=4, context_slices=3,
+                         precision=precision, arch_params=dict(widths=(16, 24, 32, 48)))
+    result = train([sim.tomogram], [sim.labels], list(sim.class_names), out, config, progress=False,
+                   log=lambda *a: None)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    trained = read_model_info(out).provenance["config"]
+    assert trained["precision"] == precision and trained["device"] == "cpu"
+    model, _ = load_model(out)  # weights are stored in float32 whatever the training precision
+    assert all(p.dtype == torch.float32 for p in model.parameters())
