@@ -38,7 +38,7 @@ def save_overlay(path, tomogram, labels_list, class_names, titles=None, z=None, 
     cmap = _label_cmap(len(class_names))
     ncol = 1 + len(labels_list)
     aspect_xz = nz / nx
-    fig, axes = plt.subplots(2, ncol, figsize=(4 * ncol, 4 * (1 + aspect_xz) + 0.6),
+    fig, axes = plt.subplots(2, ncol, figsize=(4 * ncol, 4 * (1 + aspect_xz) + 1.0), layout="constrained",
                              gridspec_kw={"height_ratios": [1, max(aspect_xz, 0.15)]}, squeeze=False)
     views = [(tomogram[z], [np.asarray(lab[z]) for lab in labels_list], f"xy, z={z}"),
              (tomogram[:, y], [np.asarray(lab[:, y]) for lab in labels_list], f"xz, y={y}")]
@@ -58,10 +58,9 @@ def save_overlay(path, tomogram, labels_list, class_names, titles=None, z=None, 
             ax.set_xticks([])
             ax.set_yticks([])
     handles = [plt.Rectangle((0, 0), 1, 1, color=_COLOURS[i % len(_COLOURS)]) for i in range(len(class_names))]
-    fig.legend(handles, class_names, loc="lower center", ncol=len(class_names), fontsize=9, frameon=False)
+    fig.legend(handles, class_names, loc="outside lower center", ncol=len(class_names), fontsize=9, frameon=False)
     if pixel_size:
         fig.suptitle(f"{nz} x {ny} x {nx} voxels (z, y, x) at {pixel_size:g} A/pixel", fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     fig.savefig(path, dpi=110, format=fmt)
     plt.close(fig)
 
