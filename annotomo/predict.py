@@ -192,8 +192,7 @@ class Predictor:
         # Slices whose logits exceed 16 MB accumulate in float16 (the precision _SliceMerger keeps them in
         # anyway), tile by tile and band by band so that no full-slice float32 temporary is made: at
         # 3456 x 3456 that is 240 MB less per slice in flight.
-        large = self.info.n_outputs * hp * wp * 4 > _SliceMerger.HALF_PRECISION_BYTES
-        dtype = torch.float16 if large else torch.float32
+        dtype = torch.float16 if _SliceMerger.keeps_half(self.info.n_outputs * hp * wp) else torch.float32
         acc = torch.zeros((b, hp, wp, self.info.n_outputs), device=self.device, dtype=dtype).permute(0, 3, 1, 2)
         for y0 in ys:
             for x0 in xs:
@@ -226,9 +225,15 @@ class Predictor:
     def _stacks(self, normalized: np.ndarray, first: int, count: int) -> np.ndarray:
         """Stacks of context slices for output slices first..first+count-1 of `normalized`.
 
-        Indices beyond the block are clamped (the edge slice is repeated at the tomogram's faces).
+        Indices beyond the block are clamped (the edge slice is repeated at the tomogram's faces). A
+        strided view of `normalized` where no slice is clamped (see context_windows), else a copy.
         """
-        return self._stacks_clamped(normalized, first, count, 0, normalized.shape[0])
+        width = 2 * self.context + 1
+        wanted = first - self.context + np.arange(count)[:, None] + np.arange(width)[None, :]
+        clamped = np.clip(wanted, 0, normalized.shape[0] - 1)
+        if (clamped == wanted).all():
+            return context_windows(normalized[wanted[0, 0] : wanted[-1, -1] + 1], width)
+        return normalized[clamped]
 
     def _batch_slices(self, shape) -> int:
         return int(max(1, min(64, self.batch_pixels // (shape[1] * shape[2]))))
@@ -328,17 +333,6 @@ class Predictor:
                             release_pages(out, z, z + 1, flush=True)
                     bar.update(1)
 
-    def _stacks_clamped(self, normalized, first, count, lo, nz):
-        """Context stacks from a slab that starts at tomogram slice `lo`, clamping at the tomogram faces.
-
-        A strided view of `normalized` where no slice is clamped (see context_windows), else a copy."""
-        offsets = np.arange(-self.context, self.context + 1)
-        absolute = np.clip(lo + first + np.arange(count)[:, None] + offsets[None, :], 0, nz - 1)
-        start = absolute[0, 0] - lo
-        if (absolute - lo == start + np.arange(count)[:, None] + np.arange(len(offsets))).all():
-            return context_windows(normalized[start : start + count + 2 * self.context], len(offsets))
-        return normalized[absolute - lo]
-
 
 def context_windows(slab: np.ndarray, width: int) -> np.ndarray:
     """The (len(slab) - width + 1, width, y, x) stacks of `width` consecutive slices, as a view (no copy)."""
@@ -358,6 +352,11 @@ class _SliceMerger:
 
     HALF_PRECISION_BYTES = 16 << 20
 
+    @classmethod
+    def keeps_half(cls, values_per_slice: int) -> bool:
+        """Whether a slice's logits (this many float32 values) are kept as float16."""
+        return values_per_slice * 4 > cls.HALF_PRECISION_BYTES
+
     def __init__(self, predictor: Predictor, lo: int, hi: int, probabilities: bool):
         self.p, self.lo, self.hi, self.probabilities = predictor, lo, hi, probabilities
         self.r, self.weights = predictor.z_radius, predictor.z_weights.tolist()
@@ -368,7 +367,7 @@ class _SliceMerger:
         if self.r == 0:
             labels, prob = self.p._decide(logits, self.probabilities)
             return [(z0 + j, labels[j], None if prob is None else prob[:, j]) for j in range(len(labels))]
-        if logits[0].numel() * 4 > self.HALF_PRECISION_BYTES:  # (on the GPU, logits stay there)
+        if self.keeps_half(logits[0].numel()):  # (on the GPU, logits stay there)
             logits = logits.half()
         for j in range(len(logits)):
             self.window[z0 + j] = logits[j]

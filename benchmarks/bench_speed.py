@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from annotomo import TrainConfig, simulate, train  # noqa: E402
 from annotomo.metrics import segmentation_scores  # noqa: E402
 from annotomo.modelfile import load_model  # noqa: E402
+from annotomo.predict import choose_precision, cpu_has_fast_bf16  # noqa: E402
 from annotomo.volumes import open_volume, read_labels, write_volume  # noqa: E402
 from common import add_child_arguments, child, run_child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak  # noqa: E402
 
@@ -50,8 +51,6 @@ def default_lever() -> str:
 
 
 def lever_precision(opts) -> str:
-    from annotomo.predict import choose_precision
-
     return choose_precision(torch.device("cpu"), opts.get("precision", "auto"))
 
 
@@ -118,7 +117,7 @@ def main():
     default = default_lever()
     levers = {k: v for k, v in LEVERS.items() if not args.quick or k in
               ("reference fp32 (NCHW, unfused)", "+ conv/BN fusion", "+ bf16 autocast")}
-    if not _fast_bf16():  # without AMX / AVX512-BF16, bf16 convolutions run ~5-15x slower than fp32
+    if not cpu_has_fast_bf16():  # without AMX / AVX512-BF16, bf16 convolutions run ~5-15x slower than fp32
         levers = {k: v for k, v in levers.items() if v.get("precision") != "bf16"}
         print("bf16 lever skipped: this CPU has no AMX or AVX512-BF16 (bench_vs_tomoseg.py times bf16 anyway)")
     if args.large_only:
@@ -160,7 +159,7 @@ def main():
     profile = profile_default(model_path, tomo)
     result = dict(
         machine=dict(cpu=cpu_name(), cores=os.cpu_count(), torch=torch.__version__,
-                     torch_threads=torch.get_num_threads(), fast_bf16=_fast_bf16()),
+                     torch_threads=torch.get_num_threads(), fast_bf16=cpu_has_fast_bf16()),
         date=time.strftime("%Y-%m-%d"), tomogram_shape=shape, model=dict(arch=info.arch, params=info.arch_params,
                                                                           flops_per_voxel=fpv),
         matmul_peak_gflops=dict(fp32=peak32, bf16=peak16), levers=rows, default=default,
@@ -182,12 +181,6 @@ def main():
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.json}")
-
-
-def _fast_bf16():
-    from annotomo.predict import cpu_has_fast_bf16
-
-    return cpu_has_fast_bf16()
 
 
 if __name__ == "__main__":
