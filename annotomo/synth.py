@@ -502,18 +502,31 @@ def missing_wedge_mask(shape, tilt_range_deg):
 
 
 def image(density, pixel_size, rng, snr, tilt_range, defocus_um, tilt_step=3.0, slab_fraction=0.84):
-    """Tilt-series imaging and WBP of `density`, modelled in Fourier space; returns float32 volume."""
+    """Tilt-series imaging and WBP of `density`, modelled in Fourier space; returns float32 volume.
+
+    The Fourier model is periodic, but a specimen continues beyond the field of view: imaged as it is,
+    matter at one edge would wrap around to the opposite edge (a first or last column up to ~0.8 sigma
+    darker or brighter than the rest). So the density is mirrored into a margin in y and x (in x as far
+    as the tilts smear it) and the margin is cropped from the image.
+    """
     shape = density.shape
-    fd = scipy.fft.rfftn(density, workers=-1)
+    reach = shape[0] / 2 * np.tan(np.deg2rad(min(tilt_range, 80.0)))  # x smearing of the highest tilt
+    my, mx = 16, 16 + int(np.ceil(reach))
+    padded = np.pad(density, ((0, 0), (my, my), (mx, mx)), mode="reflect")
+    fd = scipy.fft.rfftn(padded, workers=-1)
+    del padded
     kz = scipy.fft.fftfreq(shape[0])[:, None, None]
-    ky = scipy.fft.fftfreq(shape[1])[None, :, None]
-    kx = scipy.fft.rfftfreq(shape[2])[None, None, :]
+    ky = scipy.fft.fftfreq(shape[1] + 2 * my)[None, :, None]
+    kx = scipy.fft.rfftfreq(shape[2] + 2 * mx)[None, None, :]
     k = np.sqrt(kz**2 + ky**2 + kx**2) / pixel_size
-    signal_w, noise_w = tilt_transfer(shape, tilt_range, tilt_step, slab_fraction * shape[0])
+    signal_w, _ = tilt_transfer((shape[0], 1, shape[2] + 2 * mx), tilt_range, tilt_step, slab_fraction * shape[0])
     fd *= (ctf_1d(k, defocus_um) * signal_w[:, None, :]).astype(np.float32)
     fd[0, 0, 0] = 0
-    clean = scipy.fft.irfftn(fd, s=shape, workers=-1).astype(np.float32)
+    clean = scipy.fft.irfftn(fd, s=fd.shape[:2] + (shape[2] + 2 * mx,), workers=-1).astype(np.float32)
+    clean = np.ascontiguousarray(clean[:, my : my + shape[1], mx : mx + shape[2]])
     del fd
+    # Noise is stationary: periodic noise has no edges, so it is made at the field's own size.
+    _, noise_w = tilt_transfer(shape, tilt_range, tilt_step, slab_fraction * shape[0])
     fn = scipy.fft.rfftn(rng.standard_normal(shape, dtype=np.float32), workers=-1)
     fn *= noise_w[:, None, :].astype(np.float32)
     fn[0, 0, 0] = 0
