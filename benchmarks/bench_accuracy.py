@@ -33,7 +33,7 @@ from annotomo import TrainConfig, simulate, train  # noqa: E402
 from annotomo.metrics import confusion_matrix, scores_from_confusion  # noqa: E402
 from annotomo.predict import Predictor  # noqa: E402
 from annotomo.conventions import SYNTH_CLASSES  # noqa: E402
-from common import cpu_name  # noqa: E402
+from common import cpu_name, source_commit  # noqa: E402
 
 TEST_SEEDS = (1001, 2001, 3001)
 LEVERS = {  # name: TrainConfig overrides (+ "train_seed"); the first two run by default
@@ -110,10 +110,11 @@ def main():
         return cache[seed]
 
     machine = dict(cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__)
+    commit = source_commit()
     print(f"{'lever':<22}{'iters':>7}{'mean (no z-merge)':>19}{'mean':>7}  per feature (default inference)")
     for name, overrides in levers.items():
         row = run_lever(name, overrides, args.minutes, cells, work)
-        row.update(date=time.strftime("%Y-%m-%d %H:%M"), minutes=args.minutes, machine=machine)
+        row.update(date=time.strftime("%Y-%m-%d %H:%M"), minutes=args.minutes, machine=machine, commit=commit)
         per = row["default_inference"]
         print(f"{name:<22}{row['iterations']:>7d}{row['no_z_merge']['mean_dice']:>19.3f}{per['mean_dice']:>7.3f}  "
               + " ".join(f"{k} {v:.3f}" for k, v in per.items() if k != "mean_dice"), flush=True)

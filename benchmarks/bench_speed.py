@@ -30,7 +30,8 @@ from annotomo.metrics import segmentation_scores  # noqa: E402
 from annotomo.modelfile import load_model  # noqa: E402
 from annotomo.predict import choose_precision, cpu_has_fast_bf16  # noqa: E402
 from annotomo.volumes import open_volume, read_labels, write_volume  # noqa: E402
-from common import add_child_arguments, child, run_child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak  # noqa: E402
+from common import (add_child_arguments, child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak,  # noqa: E402
+                    run_child, source_commit)
 
 LEVERS = {
     # name: Predictor options. The first is the reference every lever is compared with; the "default"
@@ -160,8 +161,8 @@ def main():
     result = dict(
         machine=dict(cpu=cpu_name(), cores=os.cpu_count(), torch=torch.__version__,
                      torch_threads=torch.get_num_threads(), fast_bf16=cpu_has_fast_bf16()),
-        date=time.strftime("%Y-%m-%d"), tomogram_shape=shape, model=dict(arch=info.arch, params=info.arch_params,
-                                                                          flops_per_voxel=fpv),
+        date=time.strftime("%Y-%m-%d"), commit=source_commit(), tomogram_shape=shape,
+        model=dict(arch=info.arch, params=info.arch_params, flops_per_voxel=fpv),
         matmul_peak_gflops=dict(fp32=peak32, bf16=peak16), levers=rows, default=default,
         large_tomograms=scaling, profile=profile,
     )

@@ -32,7 +32,8 @@ from annotomo.cli import tomoseg_config  # noqa: E402
 from annotomo.metrics import confusion_matrix, scores_from_confusion, segmentation_scores  # noqa: E402
 from annotomo.modelfile import load_model  # noqa: E402
 from annotomo.volumes import read_labels, write_volume  # noqa: E402
-from common import add_child_arguments, child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak, run_child  # noqa: E402
+from common import (add_child_arguments, child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak,  # noqa: E402
+                    run_child, source_commit)
 
 BIN4 = (94, 864, 864)
 
@@ -133,7 +134,7 @@ def main():
             r[precision]["speedup_vs_tomoseg"] = (r[precision]["mvox_per_s"] / base[precision]["mvox_per_s"]
                                                   if base else None)
     result = dict(machine=dict(cpu=cpu_name(), torch=torch.__version__, threads=torch.get_num_threads()),
-                  date=time.strftime("%Y-%m-%d"), train_minutes=minutes, quick=args.quick,
+                  date=time.strftime("%Y-%m-%d"), commit=source_commit(), train_minutes=minutes, quick=args.quick,
                   data=dict(train_seed=args.seed, test_seed=args.seed + 1000,
                             pooled_test_seeds=[args.seed + 1000 * k for k in (1, 2, 3)],
                             shape=list(train_sim.tomogram.shape),
