@@ -12,7 +12,9 @@ modelled exactly in Fourier space (central-slice theorem): each tilt contributes
 ~1/(sample thickness) around its central slice, weighted by the WBP ramp; frequencies no slice reaches
 (the missing wedge, about the y tilt axis) stay empty. The signal is multiplied by the phase-contrast
 CTF (with amplitude contrast and an envelope); detector noise is added per tilt and passes through the
-same weighting but not the CTF. Dense matter comes out dark, as in raw reconstructions.
+same weighting but not the CTF. Dense matter comes out dark, as in raw reconstructions. The specimen
+continues beyond the field of view (mirrored into a margin that is cropped after imaging), so nothing
+wraps around from one edge to the opposite one.
 """
 
 from __future__ import annotations
@@ -167,8 +169,9 @@ def build_cell(extent_nm, rng: np.random.Generator) -> Cell:
     volume = area * (slab[1] - slab[0]) / 1e3  # um^3 of lamella
 
     def random_point(margin=0.0):
+        low, high = slab[0] + margin, slab[1] - margin
         return np.array([
-            rng.uniform(slab[0] + margin, slab[1] - margin),
+            rng.uniform(low, high) if low < high else (slab[0] + slab[1]) / 2,  # a slab thinner than the object
             rng.uniform(0, extent[1]),
             rng.uniform(0, extent[2]),
         ])
@@ -232,12 +235,12 @@ def build_cell(extent_nm, rng: np.random.Generator) -> Cell:
 
     obstacles = _Obstacles(cell)
     n_ribosomes = rng.poisson(2600 * volume)
-    centres = np.stack([random_point(margin=LSU_RADIUS) for _ in range(4 * n_ribosomes)]).reshape(-1, 3)
+    centres = np.array([random_point(margin=LSU_RADIUS) for _ in range(4 * n_ribosomes)]).reshape(-1, 3)
     for c in obstacles.place(centres, np.full(len(centres), 15.0), 4.0, n_ribosomes):
         cell.ribosomes.append(Ribosome(c, _random_unit(rng)))
     n_proteins = rng.poisson(30000 * volume)
     radii = rng.uniform(2.0, 5.5, 3 * n_proteins)
-    centres = np.stack([random_point(margin=r) for r in radii]).reshape(-1, 3)
+    centres = np.array([random_point(margin=r) for r in radii]).reshape(-1, 3)
     for c, r in zip(obstacles.place(centres, radii, 1.0, n_proteins), obstacles.placed_radii):
         cell.proteins.append(Sphere(c, r))
     return cell
@@ -511,7 +514,7 @@ def image(density, pixel_size, rng, snr, tilt_range, defocus_um, tilt_step=3.0, 
     """
     shape = density.shape
     reach = shape[0] / 2 * np.tan(np.deg2rad(min(tilt_range, 80.0)))  # x smearing of the highest tilt
-    my, mx = 16, 16 + int(np.ceil(reach))
+    my, mx = 16, 16 + int(np.ceil(reach))  # 16 pixels: well beyond the CTF's few-pixel delocalisation
     padded = np.pad(density, ((0, 0), (my, my), (mx, mx)), mode="reflect")
     fd = scipy.fft.rfftn(padded, workers=-1)
     del padded

@@ -17,6 +17,7 @@ import torch
 from annotomo import simulate
 from annotomo.volumes import volume_writer
 
+
 def source_commit() -> str:
     """The git commit the benchmark ran from ("unknown" outside a git checkout): results files keep rows
     from several versions of the code and the simulator, and this says which produced each."""

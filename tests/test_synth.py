@@ -142,3 +142,12 @@ def test_the_field_of_view_has_no_wrap_around_seam_at_its_edges(seed):
         profile = vol.mean(axis=tuple(a for a in range(3) if a != axis))
         for edge, inner in ((profile[0], profile[1:5]), (profile[-1], profile[-5:-1])):
             assert abs(edge - inner.mean()) < 0.15, f"axis {axis}: edge {edge:+.2f} vs next {inner.mean():+.2f}"
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 8), (16, 16, 16), (8, 64, 64)])
+def test_the_smallest_fields_simulate_too(shape):
+    """Any shape >= 8 is accepted, so a field thinner or smaller than a microtubule or a ribosome must
+    still simulate (it failed with 'high - low < 0' or 'need at least one array to stack')."""
+    s = simulate(shape=shape, seed=3)
+    assert s.tomogram.shape == shape and s.labels.shape == shape
+    assert np.isfinite(s.tomogram).all() and s.tomogram.std() > 0
