@@ -516,16 +516,17 @@ def image(density, pixel_size, rng, snr, tilt_range, defocus_um, tilt_step=3.0, 
     reach = shape[0] / 2 * np.tan(np.deg2rad(min(tilt_range, 80.0)))  # x smearing of the highest tilt
     my, mx = 16, 16 + int(np.ceil(reach))  # 16 pixels: well beyond the CTF's few-pixel delocalisation
     padded = np.pad(density, ((0, 0), (my, my), (mx, mx)), mode="reflect")
+    padded_shape = padded.shape
     fd = scipy.fft.rfftn(padded, workers=-1)
     del padded
-    kz = scipy.fft.fftfreq(shape[0])[:, None, None]
-    ky = scipy.fft.fftfreq(shape[1] + 2 * my)[None, :, None]
-    kx = scipy.fft.rfftfreq(shape[2] + 2 * mx)[None, None, :]
+    kz = scipy.fft.fftfreq(padded_shape[0])[:, None, None]
+    ky = scipy.fft.fftfreq(padded_shape[1])[None, :, None]
+    kx = scipy.fft.rfftfreq(padded_shape[2])[None, None, :]
     k = np.sqrt(kz**2 + ky**2 + kx**2) / pixel_size
-    signal_w, _ = tilt_transfer((shape[0], 1, shape[2] + 2 * mx), tilt_range, tilt_step, slab_fraction * shape[0])
+    signal_w, _ = tilt_transfer(padded_shape, tilt_range, tilt_step, slab_fraction * shape[0])
     fd *= (ctf_1d(k, defocus_um) * signal_w[:, None, :]).astype(np.float32)
     fd[0, 0, 0] = 0
-    clean = scipy.fft.irfftn(fd, s=fd.shape[:2] + (shape[2] + 2 * mx,), workers=-1).astype(np.float32)
+    clean = scipy.fft.irfftn(fd, s=padded_shape, workers=-1).astype(np.float32)
     clean = np.ascontiguousarray(clean[:, my : my + shape[1], mx : mx + shape[2]])
     del fd
     # Noise is stationary: periodic noise has no edges, so it is made at the field's own size.

@@ -21,11 +21,12 @@ from annotomo.volumes import volume_writer
 def source_commit() -> str:
     """The git commit the benchmark ran from ("unknown" outside a git checkout): results files keep rows
     from several versions of the code and the simulator, and this says which produced each."""
+    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
+                             timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
+                               text=True, cwd=here, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (out.stdout.strip() + ("+changes" if dirty else "")) if out.returncode == 0 else "unknown"
