@@ -1,0 +1,199 @@
+"""annotomo on a CUDA GPU: training, segmentation speed and memory, and CPU/GPU agreement, in one run.
+
+What a lab with a GPU gets: the default U-Net and the tomoseg CNN trained for a wall-clock budget on the
+GPU (iterations done, and how much of each training step is the CPU making patches), Dice on the same
+simulated test cells as bench_vs_tomoseg.py, end-to-end `segment` of a 864 x 864 x 94 tomogram (read MRC ->
+normalise -> infer -> write labels) at fp32 and bf16 after a warm-up, with peak GPU memory, and whether
+a model trained on the GPU gives the same labels on a CPU (models are shipped to CPU workers).
+
+    python benchmarks/bench_gpu.py [--minutes 2] [--cnn-minutes 0.5] [--json benchmarks/results/gpu.json]
+
+Exits with a message where torch sees no CUDA GPU. `--device cpu --minutes 0.1 --cnn-minutes 0.1
+--timed-slices 2` checks the script itself on a machine without one (its figures mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from annotomo import TrainConfig, simulate, train  # noqa: E402
+from annotomo.api import segment  # noqa: E402
+from annotomo.cli import tomoseg_config  # noqa: E402
+from annotomo.metrics import confusion_matrix, scores_from_confusion, segmentation_scores  # noqa: E402
+from annotomo.predict import Predictor  # noqa: E402
+from annotomo.volumes import read_labels, write_volume  # noqa: E402
+from common import cpu_name, make_tomogram, source_commit  # noqa: E402
+
+BIN4 = (94, 864, 864)
+TEST_OFFSETS = (1000, 2000, 3000)  # as bench_vs_tomoseg.py: test cell seed + 1000, pooled with + 2000, + 3000
+
+
+def write_cell(work: Path, name: str, seed: int) -> tuple[str, list[str]]:
+    s = simulate(seed=seed)
+    write_volume(work / f"{name}_tomo.mrc", s.tomogram, (28.0,) * 3)
+    write_volume(work / f"{name}_labels.mrc", s.labels, (28.0,) * 3)
+    return name, list(s.class_names)
+
+
+def sampling_seconds_per_batch(tomogram, labels, n_classes, config: TrainConfig, batches=40) -> float:
+    """CPU time to make one training batch (crop, rotate/rescale, flip, jitter): the part of a training
+    step that a GPU does not speed up."""
+    tm = sys.modules["annotomo.train"]
+    data = [tm.load_annotated(tomogram, labels, n_classes)]
+    rng = np.random.default_rng(0)
+    margin = tm.warp_margin(config.patch, config.warp_scale)
+    sampler = tm.PatchSampler(data, n_classes + 1, config.patch, config.context_slices // 2, rng,
+                              config.focus_fraction, margin)
+    t = time.perf_counter()
+    for _ in range(batches):
+        imgs, labs = sampler.batch(config.batch_size)
+        imgs, labs = tm.warp_patches(imgs, labs, config.patch, rng, config.warp_fraction, config.warp_scale)
+        tm.augment(imgs, labs, rng)
+    return (time.perf_counter() - t) / batches
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_segment(predictor: Predictor, tomogram, warmup_tomogram, outdir, voxels) -> dict:
+    """Seconds and peak GPU memory of one end-to-end segment, after a warm-up on a smaller tomogram (the
+    first CUDA calls pick convolution algorithms and allocate; a user pays that once per process)."""
+    quiet = dict(overwrite=True, progress=False, log=lambda *a: None)
+    device = predictor.device
+    segment(predictor, [warmup_tomogram], outdir / "warmup", **quiet)
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t = time.perf_counter()
+    segment(predictor, [tomogram], outdir, **quiet)
+    synchronize(device)
+    seconds = time.perf_counter() - t
+    return dict(seconds=seconds, mvox_per_s=voxels / seconds / 1e6,
+                peak_gpu_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=2.0, help="training budget of the default U-Net")
+    ap.add_argument("--cnn-minutes", type=float, default=0.5, help="training budget of the tomoseg CNN")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--timed-slices", type=int, default=BIN4[0], help="slices of the 864 x 864 timed tomogram")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "gpu.json"))
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"bench_gpu: torch {torch.__version__} sees no CUDA GPU")
+    timed_shape = (args.timed_slices,) + BIN4[1:]
+    timed_voxels = int(np.prod(timed_shape))
+    json_path = Path(args.json)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="annotomo-gpu-"))
+    t_setup = time.perf_counter()
+    cells = {"train": args.seed, **{f"test{k // 1000}": args.seed + k for k in TEST_OFFSETS}}
+    # Simulate in worker processes before CUDA is initialised here (each cell takes seconds of FFTs).
+    with ProcessPoolExecutor(min(len(cells) + 2, os.cpu_count() or 1)) as pool:
+        jobs = [pool.submit(write_cell, work, name, seed) for name, seed in cells.items()]
+        big = pool.submit(make_tomogram, work / "bin4.mrc", timed_shape)
+        small = pool.submit(make_tomogram, work / "warmup.mrc", (8,) + BIN4[1:])
+        classes = [j.result()[1] for j in jobs][0]
+        big.result(), small.result()
+    props = torch.cuda.get_device_properties(device) if device.type == "cuda" else None
+    result = dict(machine=dict(gpu=props.name if props else "none (--device cpu)",
+                               gpu_memory_gb=round(props.total_memory / 1e9, 1) if props else 0, cpu=cpu_name(),
+                               cpu_count=os.cpu_count(), torch=torch.__version__, cuda=torch.version.cuda),
+                  date=time.strftime("%Y-%m-%d"), commit=source_commit(), setup_seconds=time.perf_counter() - t_setup,
+                  data=dict(train_seed=args.seed, test_seeds=[args.seed + k for k in TEST_OFFSETS],
+                            timed_shape=list(timed_shape)), models=[])
+
+    def save():
+        json_path.write_text(json.dumps(result, indent=1))
+
+    tomo, labels = work / "train_tomo.mrc", work / "train_labels.mrc"
+    specs = [("unet 2.5D 5 slices (default)", TrainConfig(minutes=args.minutes, seed=args.seed)),
+             ("tomoseg-cnn (4 networks)", tomoseg_config(TrainConfig(arch="tomoseg-cnn", minutes=args.cnn_minutes, seed=args.seed)))]
+    for _, config in specs:
+        config.device = args.device
+    for name, config in specs:
+        print(f"== {name}: training {config.minutes:g} min on {device}", flush=True)
+        path = work / (name.split()[0] + ".annotomo")
+        res = train([tomo], [labels], classes, path, config, progress=False, log=lambda *a: None)
+        row = dict(model=name, train_minutes=config.minutes, iterations=res.iterations,
+                   iterations_per_s=res.iterations / res.seconds)
+        if config.arch != "tomoseg-cnn":
+            row["sampling_s_per_batch"] = sampling_seconds_per_batch(tomo, labels, len(classes), config)
+            row["sampling_share_of_step"] = row["sampling_s_per_batch"] * row["iterations_per_s"]
+        predictor = Predictor.from_file(path, device=device)  # the default: bf16 on GPUs that have it
+        row["segment_precision"] = predictor.precision
+        written = segment(predictor, [work / f"{k}_tomo.mrc" for k in cells if k != "train"], work / "seg",
+                          overwrite=True, progress=False, log=lambda *a: None)
+        pooled = np.zeros((len(classes) + 1,) * 2, np.int64)
+        for i, out in enumerate(written):
+            truth = read_labels(work / f"test{i + 1}_labels.mrc")
+            with read_labels(out["labels"]) as lab:
+                pooled += confusion_matrix(np.asarray(truth.data), np.asarray(lab.data), len(classes) + 1)
+                if i == 0:
+                    scores = segmentation_scores(np.asarray(truth.data), np.asarray(lab.data), classes)
+            truth.close()
+        row.update(mean_dice=scores["mean_dice"], dice={k: v["dice"] for k, v in scores["classes"].items()},
+                   mean_dice_3_cells=scores_from_confusion(pooled, classes)["mean_dice"])
+        for precision in ("fp32", "bf16"):
+            row[precision] = timed_segment(Predictor.from_file(path, device=device, precision=precision),
+                                           work / "bin4.mrc", work / "warmup.mrc", work / f"time_{precision}",
+                                           timed_voxels)
+        # The same model on the CPU (fp32) against the GPU (fp32), on the first test cell.
+        labels_by_device = {}
+        for where in (device, torch.device("cpu")):
+            p = Predictor.from_file(path, device=where, precision="fp32")
+            out = segment(p, [work / "test1_tomo.mrc"], work / f"agree_{where.type}", overwrite=True,
+                          progress=False, log=lambda *a: None)[0]
+            with read_labels(out["labels"]) as lab:
+                labels_by_device[where.type] = np.asarray(lab.data).copy()
+        row["cpu_gpu_label_agreement"] = float(np.mean(labels_by_device[device.type] == labels_by_device["cpu"]))
+        result["models"].append(row)
+        save()
+        print(f"   {res.iterations} iterations ({row['iterations_per_s']:.1f}/s), mean Dice {row['mean_dice']:.3f} "
+              f"(3 cells {row['mean_dice_3_cells']:.3f}); 864x864x94: fp32 {row['fp32']['seconds']:.2f} s, "
+              f"bf16 {row['bf16']['seconds']:.2f} s ({args.timed_slices} slices); CPU/GPU labels agree on "
+              f"{100 * row['cpu_gpu_label_agreement']:.3f}% of voxels", flush=True)
+
+    rows = result["models"]
+    base = rows[-1]
+    for r in rows:
+        for precision in ("fp32", "bf16"):
+            r[precision]["speedup_vs_tomoseg"] = r[precision]["mvox_per_s"] / base[precision]["mvox_per_s"]
+    save()
+    m = result["machine"]
+    print(f"\n{m['gpu']} ({m['gpu_memory_gb']} GB), torch {m['torch']} CUDA {m['cuda']}, {m['cpu_count']} CPUs")
+    print(f"{'model':<31}{'min':>5}{'iters':>7}{'it/s':>7}{'mean':>7}{'3 cells':>8}"
+          f"{'fp32 s':>8}{'x CNN':>7}{'bf16 s':>8}{'x CNN':>7}{'GPU MB':>8}{'CPU=GPU':>9}")
+    for r in rows:
+        f32, b16 = r["fp32"], r["bf16"]
+        print(f"{r['model']:<31}{r['train_minutes']:>5g}{r['iterations']:>7d}{r['iterations_per_s']:>7.1f}"
+              f"{r['mean_dice']:>7.3f}{r['mean_dice_3_cells']:>8.3f}{f32['seconds']:>8.2f}{f32['speedup_vs_tomoseg']:>7.1f}"
+              f"{b16['seconds']:>8.2f}{b16['speedup_vs_tomoseg']:>7.1f}{b16['peak_gpu_mb'] or 0:>8.0f}"
+              f"{100 * r['cpu_gpu_label_agreement']:>8.2f}%")
+    if "sampling_share_of_step" in rows[0]:
+        print(f"making a training batch on the CPU: {1000 * rows[0]['sampling_s_per_batch']:.0f} ms, "
+              f"{100 * rows[0]['sampling_share_of_step']:.0f}% of a default training step")
+    print(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    main()
