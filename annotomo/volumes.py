@@ -170,7 +170,13 @@ def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> V
                 mrc = mrcfile.mmap(path, mode="r", permissive=True)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(path, f"cannot be read as MRC ({exc})") from None
-    problems = [str(w.message) for w in caught]
+    # mrcfile reports what is wrong with a file as warnings; deprecation notices from the libraries it uses
+    # (NumPy 2.5 warns on every file mrcfile 1.5 opens) say nothing about the file and pass on unchanged.
+    library = [w for w in caught if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning,
+                                                            FutureWarning))]
+    for w in library:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    problems = [str(w.message) for w in caught if w not in library]
     if mrc.data is None:
         problem = _why_unreadable(mrc, path, problems)
         mrc.close()

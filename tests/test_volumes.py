@@ -88,6 +88,29 @@ def test_odd_headers_from_other_programs_read_with_a_warning():
             assert vol.data.ndim == 3 and vol.pixel_size == pytest.approx(23.2, rel=0.01)
 
 
+def test_a_library_deprecation_notice_is_not_reported_as_a_problem_of_the_file(tmp_path, monkeypatch):
+    """NumPy 2.5 deprecates something mrcfile 1.5 does on every open: users must not be told their file is odd."""
+    import warnings
+
+    import mrcfile
+
+    path = tmp_path / "t.mrc"
+    write_volume(path, np.zeros((3, 4, 5), np.float32), (10.0,) * 3)
+    real_mmap = mrcfile.mmap
+
+    def mmap_with_a_deprecation(*args, **kwargs):
+        warnings.warn("Setting the dtype on a NumPy array has been deprecated", DeprecationWarning)
+        return real_mmap(*args, **kwargs)
+
+    monkeypatch.setattr(mrcfile, "mmap", mmap_with_a_deprecation)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with open_volume(path) as vol:
+            assert vol.shape == (3, 4, 5)
+    assert [w.category for w in caught] == [DeprecationWarning]
+    assert str(path) not in str(caught[0].message)
+
+
 @needs_fixtures
 def test_eman2_hdf_reads_with_its_pixel_size():
     with open_volume(SHARED_FIXTURES / "generated" / "eman2_like.hdf") as vol:
