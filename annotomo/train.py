@@ -557,6 +557,13 @@ def _load_checkpoint(path, model, optimizer, info):
         if keys:
             opt["state"][pid] = {k: (v.reshape(()) if k == "step" else v) for k, v in keys.items()}
     optimizer.load_state_dict(opt)
+    # The moments come back in the file's (contiguous) layout, but the fused AdamW kernel on CUDA needs them
+    # in the layout of their parameters (channels-last for the convolutions): resuming on a GPU failed with
+    # "params, grads, exp_avgs, and exp_avg_sqs must have same dtype, device, and layout".
+    for param, param_state in optimizer.state.items():
+        for key, value in param_state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                param_state[key] = torch.empty_like(param).copy_(value)
     st = saved_info.provenance["training_state"]
     return dict(iteration=st["iteration"], elapsed=st["elapsed"], history=st["history"], best=st["best"])
 

@@ -90,6 +90,40 @@ def test_training_learns_at_each_precision_and_says_which_it_used(tmp_path, smal
                    log=lambda *a: None)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     trained = read_model_info(out).provenance["config"]
-    assert trained["precision"] == precision and trained["device"] == "cpu"
+    assert trained["precision"] == precision
+    assert trained["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # training takes a GPU when there is one
     model, _ = load_model(out)  # weights are stored in float32 whatever the training precision
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_resumed_optimiser_moments_have_the_layout_of_their_parameters(tmp_path):
+    """The fused AdamW kernel on CUDA refuses moments whose strides differ from their (channels-last)
+    parameters': resuming on a GPU failed so before the moments were restrided on loading."""
+    import sys
+
+    from annotomo.modelfile import ModelInfo
+    from annotomo.models import build_model
+
+    train_module = sys.modules["annotomo.train"]
+    model, params = build_model("unet", 3, 5, widths=(8, 12, 16, 24))
+    model = model.to(memory_format=torch.channels_last)
+    info = ModelInfo(arch="unet", arch_params=params, class_names=["a", "b", "c", "d"], context_slices=3,
+                     pixel_size=None)
+    optimizer = torch.optim.AdamW(model.parameters(), fused=True)
+    model(torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)).sum().backward()
+    optimizer.step()
+    state = dict(iteration=1, elapsed=1.0, history=[], best=None)
+    train_module._save_checkpoint(tmp_path / "c", model, optimizer, info, state)
+
+    resumed_model, _ = build_model("unet", 3, 5, widths=(8, 12, 16, 24))
+    resumed_model = resumed_model.to(memory_format=torch.channels_last)
+    resumed = torch.optim.AdamW(resumed_model.parameters(), fused=True)
+    train_module._load_checkpoint(tmp_path / "c", resumed_model, resumed, info)
+    convolutions = 0
+    for param, saved in zip(resumed_model.parameters(), model.parameters()):
+        moments = resumed.state[param]
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert moments[key].stride() == param.stride(), key
+            assert torch.equal(moments[key], optimizer.state[saved][key])
+        convolutions += param.dim() == 4 and not param.is_contiguous()
+    assert convolutions > 0  # the layouts do differ from the file's
