@@ -15,7 +15,10 @@ time.
 
 Any sub-volume can be processed independently: `predict_block` takes raw voxels plus a z halo of
 `halo[0]` slices on each side and returns the labels of the inner part, identical to what `segment`
-writes for those slices (x/y need no halo: each slice is processed whole, tiled internally).
+writes for those slices (x/y need no halo: each slice is processed whole, tiled internally). On CPUs
+identical means bit for bit. On GPUs, cuDNN picks its convolution algorithms by batch shape and they
+round differently, so a voxel whose two best classes nearly tie can flip: measured on an H200, 0 to 5
+of 5.2 million voxels differed between four sub-volumes and the whole.
 """
 
 from __future__ import annotations

@@ -12,6 +12,15 @@ from annotomo.volumes import open_volume, read_labels
 from conftest import chance_dice
 
 
+def assert_same_labels(a, b, predictor):
+    """Bit-identical on CPUs. On GPUs, cuDNN's convolutions round differently with the batch size and from run
+    to run, so a voxel whose two best classes nearly tie can flip (on an H200: 0 to 5 of 5.2 million)."""
+    if predictor.device.type == "cpu":
+        assert np.array_equal(a, b)
+    else:
+        assert a.shape == b.shape and np.mean(a != b) <= 1e-4, int(np.count_nonzero(a != b))
+
+
 def test_trained_model_is_far_better_than_chance(trained_model, small_pair):
     path, result = trained_model
     test = small_pair[1]
@@ -67,9 +76,9 @@ def test_a_sub_volume_with_its_halo_gives_the_same_labels_as_the_whole(trained_m
     h = predictor.halo[0]
     assert h == 3  # 2 context slices (a 5-slice model) + 1 slice merged on each side
     block = predictor.predict_block(vol[10 - h : 20 + h], norm)
-    assert np.array_equal(block, whole[10:20])
+    assert_same_labels(block, whole[10:20], predictor)
     first = predictor.predict_block(vol[0 : 8 + h], norm, halo=0)[:8]
-    assert np.array_equal(first, whole[0:8])
+    assert_same_labels(first, whole[0:8], predictor)
 
 
 def test_segmenting_in_small_batches_gives_the_labels_of_the_whole_block(trained_model, small_pair):
@@ -82,7 +91,7 @@ def test_segmenting_in_small_batches_gives_the_labels_of_the_whole_block(trained
     assert batched._batch_slices(vol.shape) == 2
     out = np.zeros(vol.shape, np.uint8)
     batched.segment(vol, norm, out, progress=False)
-    assert np.array_equal(out, Predictor.from_file(path).predict_block(vol, norm, halo=0))
+    assert_same_labels(out, Predictor.from_file(path).predict_block(vol, norm, halo=0), batched)
 
 
 def test_context_stacks_are_views_of_the_slab_except_at_the_faces():
@@ -103,10 +112,10 @@ def test_a_sub_volume_without_z_smoothing_needs_only_the_context_halo(trained_mo
     whole = np.zeros(vol.shape, np.uint8)
     predictor.segment(vol, norm, whole, progress=False)
     assert predictor.halo[0] == 2
-    assert np.array_equal(predictor.predict_block(vol[8:22], norm), whole[10:20])
+    assert_same_labels(predictor.predict_block(vol[8:22], norm), whole[10:20], predictor)
     # Each slice is then the plain argmax of its own network output.
     logits = predictor.logits(predictor._stacks(norm.apply(vol), 15, 1))
-    assert np.array_equal(logits.argmax(1)[0].numpy(), whole[15])
+    assert_same_labels(logits.argmax(1)[0].cpu().numpy(), whole[15], predictor)
 
 
 def test_z_smoothing_overrules_a_one_slice_flicker(trained_model, monkeypatch):
