@@ -97,6 +97,8 @@ def main():
     ap.add_argument("--minutes", type=float, default=2.0, help="training budget of the default U-Net")
     ap.add_argument("--cnn-minutes", type=float, default=0.5, help="training budget of the tomoseg CNN")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--prefetch-minutes", type=float, default=0.5,
+                    help="training budget of each run comparing batches made inline and in the background (0: skip)")
     ap.add_argument("--timed-slices", type=int, default=BIN4[0], help="slices of the 864 x 864 timed tomogram")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "gpu.json"))
@@ -130,7 +132,8 @@ def main():
 
     tomo, labels = work / "train_tomo.mrc", work / "train_labels.mrc"
     specs = [("unet 2.5D 5 slices (default)", TrainConfig(minutes=args.minutes, seed=args.seed)),
-             ("tomoseg-cnn (4 networks)", tomoseg_config(TrainConfig(arch="tomoseg-cnn", minutes=args.cnn_minutes, seed=args.seed)))]
+             ("tomoseg-cnn (4 networks)",
+              tomoseg_config(TrainConfig(arch="tomoseg-cnn", minutes=args.cnn_minutes, seed=args.seed)))]
     for _, config in specs:
         config.device = args.device
     for name, config in specs:
@@ -138,7 +141,9 @@ def main():
         path = work / (name.split()[0] + ".annotomo")
         res = train([tomo], [labels], classes, path, config, progress=False, log=lambda *a: None)
         row = dict(model=name, train_minutes=config.minutes, iterations=res.iterations,
-                   iterations_per_s=res.iterations / res.seconds)
+                   iterations_per_s=res.iterations / res.seconds,
+                   prefetch_batches=json.loads(path.with_name(path.name + ".log.json").read_text())["config"].get(
+                       "prefetch_batches"))
         if config.arch != "tomoseg-cnn":
             row["sampling_s_per_batch"] = sampling_seconds_per_batch(tomo, labels, len(classes), config)
             row["sampling_share_of_step"] = row["sampling_s_per_batch"] * row["iterations_per_s"]
@@ -188,9 +193,22 @@ def main():
     for r in rows:
         f32, b16 = r["fp32"], r["bf16"]
         print(f"{r['model']:<31}{r['train_minutes']:>5g}{r['iterations']:>7d}{r['iterations_per_s']:>7.1f}"
-              f"{r['mean_dice']:>7.3f}{r['mean_dice_3_cells']:>8.3f}{f32['seconds']:>8.2f}{f32['speedup_vs_tomoseg']:>7.1f}"
+              f"{r['mean_dice']:>7.3f}{r['mean_dice_3_cells']:>8.3f}"
+              f"{f32['seconds']:>8.2f}{f32['speedup_vs_tomoseg']:>7.1f}"
               f"{b16['seconds']:>8.2f}{b16['speedup_vs_tomoseg']:>7.1f}{b16['peak_gpu_mb'] or 0:>8.0f}"
               f"{100 * r['cpu_gpu_label_agreement']:>8.2f}%")
+    if args.prefetch_minutes:
+        result["prefetch"] = {}
+        for depth in (0, 2):
+            config = TrainConfig(minutes=args.prefetch_minutes, seed=args.seed, device=args.device,
+                                 prefetch_batches=depth)
+            res = train([tomo], [labels], classes, work / f"prefetch{depth}.annotomo", config, progress=False,
+                        log=lambda *a: None)
+            result["prefetch"][f"{depth} batches ahead"] = dict(iterations=res.iterations,
+                                                                iterations_per_s=res.iterations / res.seconds)
+        save()
+        print("default U-Net training, " + ", ".join(f"{k}: {v['iterations_per_s']:.1f} it/s"
+                                                     for k, v in result["prefetch"].items()))
     if "sampling_share_of_step" in rows[0]:
         print(f"making a training batch on the CPU: {1000 * rows[0]['sampling_s_per_batch']:.0f} ms, "
               f"{100 * rows[0]['sampling_share_of_step']:.0f}% of a default training step")

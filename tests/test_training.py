@@ -91,7 +91,8 @@ def test_training_learns_at_each_precision_and_says_which_it_used(tmp_path, smal
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     trained = read_model_info(out).provenance["config"]
     assert trained["precision"] == precision
-    assert trained["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # training takes a GPU when there is one
+    # training takes a GPU when there is one
+    assert trained["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     model, _ = load_model(out)  # weights are stored in float32 whatever the training precision
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
@@ -127,3 +128,26 @@ def test_resumed_optimiser_moments_have_the_layout_of_their_parameters(tmp_path)
             assert torch.equal(moments[key], optimizer.state[saved][key])
         convolutions += param.dim() == 4 and not param.is_contiguous()
     assert convolutions > 0  # the layouts do differ from the file's
+
+
+def test_batches_made_in_the_background_are_the_batches_made_inline(tmp_path, small_pair):
+    """Prefetching (the default on GPUs) changes when batches are made, never which: same seed, same model."""
+    from annotomo.train import BatchMaker
+
+    sim = small_pair[0]
+    weights = {}
+    for depth in (0, 2):
+        out = tmp_path / f"m{depth}.annotomo"
+        # on the CPU: GPU training is not bit-reproducible
+        config = TrainConfig(iterations=40, epoch_iterations=20, patch=64, batch_size=4, context_slices=3,
+                             precision="fp32", prefetch_batches=depth, device="cpu",
+                             arch_params=dict(widths=(8, 12, 16, 24)))
+        train([sim.tomogram], [sim.labels], list(sim.class_names), out, config, progress=False, log=lambda *a: None)
+        weights[depth] = load_model(out)[0].state_dict()
+    assert all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+    def failing():
+        raise OSError("disk gone")
+
+    with BatchMaker(failing, 2) as batches, pytest.raises(OSError, match="disk gone"):
+        batches.next()  # an error while making a batch reaches the training loop
