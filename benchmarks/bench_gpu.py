@@ -140,10 +140,10 @@ def main():
         print(f"== {name}: training {config.minutes:g} min on {device}", flush=True)
         path = work / (name.split()[0] + ".annotomo")
         res = train([tomo], [labels], classes, path, config, progress=False, log=lambda *a: None)
+        trained = json.loads(path.with_name(path.name + ".log.json").read_text())["config"]  # what ran
         row = dict(model=name, train_minutes=config.minutes, iterations=res.iterations,
-                   iterations_per_s=res.iterations / res.seconds,
-                   prefetch_batches=json.loads(path.with_name(path.name + ".log.json").read_text())["config"].get(
-                       "prefetch_batches"))
+                   iterations_per_s=res.iterations / res.seconds, train_precision=trained["precision"],
+                   prefetch_batches=trained["prefetch_batches"])
         if config.arch != "tomoseg-cnn":
             row["sampling_s_per_batch"] = sampling_seconds_per_batch(tomo, labels, len(classes), config)
             row["sampling_share_of_step"] = row["sampling_s_per_batch"] * row["iterations_per_s"]
