@@ -4,7 +4,8 @@ What a lab with a GPU gets: the default U-Net and the tomoseg CNN trained for a 
 GPU (iterations done, and how much of each training step is the CPU making patches), Dice on the same
 simulated test cells as bench_vs_tomoseg.py, end-to-end `segment` of a 864 x 864 x 94 tomogram (read MRC ->
 normalise -> infer -> write labels) at fp32 and bf16 after an untimed warm-up run, with peak GPU memory,
-and whether a model trained on the GPU gives the same labels on a CPU (models are shipped to CPU workers).
+whether a model trained on the GPU gives the same labels on a CPU (models are shipped to CPU workers), and
+where the time of the default path goes (reading, the network's input, the network, the argmax).
 
     python benchmarks/bench_gpu.py [--minutes 2] [--cnn-minutes 0.5] [--json benchmarks/results/gpu.json]
 
@@ -36,7 +37,7 @@ from annotomo.cli import tomoseg_config  # noqa: E402
 from annotomo.metrics import confusion_matrix, scores_from_confusion, segmentation_scores  # noqa: E402
 from annotomo.predict import Predictor  # noqa: E402
 from annotomo.volumes import read_labels, write_volume  # noqa: E402
-from common import cpu_name, make_tomogram, source_commit  # noqa: E402
+from common import cpu_name, make_tomogram, profile_default, source_commit  # noqa: E402
 
 BIN4 = (94, 864, 864)
 TEST_OFFSETS = (1000, 2000, 3000)  # as bench_vs_tomoseg.py: test cell seed + 1000, pooled with + 2000, + 3000
@@ -173,6 +174,7 @@ def main():
             with read_labels(out["labels"]) as lab:
                 labels_by_device[where.type] = np.asarray(lab.data).copy()
         row["cpu_gpu_label_agreement"] = float(np.mean(labels_by_device[device.type] == labels_by_device["cpu"]))
+        row["profile"] = profile_default(path, work / "bin4.mrc", device)  # where the default path's time goes
         result["models"].append(row)
         save()
         print(f"   {res.iterations} iterations ({row['iterations_per_s']:.1f}/s), mean Dice {row['mean_dice']:.3f} "
@@ -197,6 +199,12 @@ def main():
               f"{f32['seconds']:>8.2f}{f32['speedup_vs_tomoseg']:>7.1f}"
               f"{b16['seconds']:>8.2f}{b16['speedup_vs_tomoseg']:>7.1f}{b16['peak_gpu_mb'] or 0:>8.0f}"
               f"{100 * r['cpu_gpu_label_agreement']:>8.2f}%")
+    for r in rows:
+        f, prof = r["profile"]["fractions"], r["profile"]
+        print(f"{r['model']}, {prof['precision']}: read+normalise {prof['read_normalise_s']:.2f} s "
+              f"({100 * f['read_normalise']:.0f}%), network input {prof['input_s']:.2f} s ({100 * f['input']:.0f}%), "
+              f"network {prof['network_s']:.2f} s ({100 * f['network']:.0f}%), "
+              f"argmax {prof['argmax_s']:.2f} s ({100 * f['argmax']:.0f}%)")
     if args.prefetch_minutes:
         result["prefetch"] = {}
         for depth in (0, 2):

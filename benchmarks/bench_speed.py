@@ -29,9 +29,9 @@ from annotomo import TrainConfig, simulate, train  # noqa: E402
 from annotomo.metrics import segmentation_scores  # noqa: E402
 from annotomo.modelfile import load_model  # noqa: E402
 from annotomo.predict import choose_precision, cpu_has_fast_bf16  # noqa: E402
-from annotomo.volumes import open_volume, read_labels, write_volume  # noqa: E402
+from annotomo.volumes import read_labels, write_volume  # noqa: E402
 from common import (add_child_arguments, child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak,  # noqa: E402
-                    run_child, source_commit)
+                    profile_default, run_child, source_commit)
 
 LEVERS = {
     # name: Predictor options. The first is the reference every lever is compared with; the "default"
@@ -53,33 +53,6 @@ def default_lever() -> str:
 
 def lever_precision(opts) -> str:
     return choose_precision(torch.device("cpu"), opts.get("precision", "auto"))
-
-
-def profile_default(model_path, tomogram):
-    """Where the time goes in the default path: reading+normalising, the network, argmax+writing."""
-    from annotomo.predict import Predictor
-
-    p = Predictor.from_file(model_path, device="cpu")
-    with open_volume(tomogram) as vol:
-        norm = p.info.normalization_for(vol.data)
-        t0 = time.perf_counter()
-        normalized = norm.apply(vol.data)
-        t_read = time.perf_counter() - t0
-        step = p._batch_slices(vol.shape)
-        t_net = t_post = 0.0
-        labels = np.empty(vol.shape, np.uint8)
-        for z in range(0, vol.shape[0], step):
-            n = min(step, vol.shape[0] - z)
-            stacks = p._stacks(normalized, z, n)
-            t0 = time.perf_counter()
-            logits = p.logits(stacks)
-            t1 = time.perf_counter()
-            labels[z : z + n] = p._decide(logits, False)[0]
-            t_post += time.perf_counter() - t1
-            t_net += t1 - t0
-    total = t_read + t_net + t_post
-    return dict(read_normalise_s=t_read, network_s=t_net, argmax_s=t_post,
-                fractions=dict(read_normalise=t_read / total, network=t_net / total, argmax=t_post / total))
 
 
 def main():
@@ -178,7 +151,7 @@ def main():
               f"{r['gflops']:>9.1f}{100 * r['gflops'] / peak:>7.0f}%{r['mean_dice']:>7.3f}{r['agreement']:>8.4f}")
     f = profile["fractions"]
     print(f"default path time: network {100 * f['network']:.0f}%, read+normalise {100 * f['read_normalise']:.0f}%, "
-          f"argmax {100 * f['argmax']:.0f}%")
+          f"network input {100 * f['input']:.0f}%, argmax {100 * f['argmax']:.0f}%")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.json}")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from annotomo import simulate
-from annotomo.volumes import volume_writer
+from annotomo.volumes import open_volume, volume_writer
 
 
 def source_commit() -> str:
@@ -78,6 +78,56 @@ def make_tomogram(path, shape, seed=7):
             zz = np.where(zz >= block.shape[0], 2 * block.shape[0] - 1 - zz, zz)  # mirror in z
             slab = np.tile(block[zz], (1, reps[1], reps[2]))[:, : shape[1], : shape[2]]
             out[z : z + len(zz)] = slab
+
+
+def profile_default(model_path, tomogram, device="cpu"):
+    """Where the time goes in the default path: reading+normalising; making the network's input (a view
+    on CPUs; on GPUs a copy of each slice's context stack into pinned memory and over to the device); the
+    network; the argmax (with the copy of the labels back). Slices must fit in one tile; no z smoothing."""
+    from annotomo.predict import Predictor
+
+    p = Predictor.from_file(model_path, device=device)
+    cuda = p.device.type == "cuda"
+
+    def synchronized():
+        if cuda:
+            torch.cuda.synchronize(p.device)
+        return time.perf_counter()
+
+    with open_volume(tomogram) as vol:
+        h, w = vol.shape[1:]
+        if max(h, w) > p.tile or h % p.stride or w % p.stride:
+            raise ValueError(f"profile_default needs slices of at most {p.tile} pixels, multiples of {p.stride}")
+        norm = p.info.normalization_for(vol.data)
+        normalized = norm.apply(vol.data[:2])
+        if cuda:  # the first calls pick cuDNN's algorithms: not part of the steady state
+            p.logits(p._stacks(normalized, 0, 2))
+        t0 = time.perf_counter()
+        normalized = norm.apply(vol.data)
+        t_read = time.perf_counter() - t0
+        step = p._batch_slices(vol.shape)
+        t_input = t_net = t_post = 0.0
+        labels = np.empty(vol.shape, np.uint8)
+        for z in range(0, vol.shape[0], step):
+            n = min(step, vol.shape[0] - z)
+            stacks = p._stacks(normalized, z, n)
+            t0 = synchronized()
+            if cuda:
+                x = torch.from_numpy(np.ascontiguousarray(stacks)).pin_memory().to(p.device, non_blocking=True)
+            else:
+                x = torch.from_numpy(stacks)
+            t1 = synchronized()
+            with torch.inference_mode():
+                logits = p._run(x)
+            t2 = synchronized()
+            labels[z : z + n] = p._decide(logits, False)[0]
+            t3 = time.perf_counter()
+            t_input, t_net, t_post = t_input + t1 - t0, t_net + t2 - t1, t_post + t3 - t2
+    total = t_read + t_input + t_net + t_post
+    return dict(device=str(p.device), precision=p.precision, read_normalise_s=t_read, input_s=t_input,
+                network_s=t_net, argmax_s=t_post,
+                fractions=dict(read_normalise=t_read / total, input=t_input / total, network=t_net / total,
+                               argmax=t_post / total))
 
 
 def add_child_arguments(parser):
