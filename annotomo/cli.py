@@ -401,6 +401,11 @@ def main(argv=None) -> int:
     except Exception as exc:  # noqa: BLE001 - last resort: one line, and how to see more
         if args.debug:
             raise
+        torch = sys.modules.get("torch")  # imported by then if torch raised it (not at start: --help stays fast)
+        if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+            print("annotomo: error: the GPU ran out of memory (segment: even for one slice or tile, try a smaller "
+                  "--tile; train: try a smaller --batch-size or --patch; or use --device cpu)", file=sys.stderr)
+            return EXIT_INTERNAL
         print(f"annotomo: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
               file=sys.stderr)
         return EXIT_INTERNAL

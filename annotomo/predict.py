@@ -124,6 +124,7 @@ class Predictor:
         self.tile = padded_size(max(tile, self.stride), self.stride)
         self.overlap = max(overlap, self.stride)  # tiles aligned to the stride must still overlap
         self.batch_pixels = batch_pixels or (32 if self.device.type == "cuda" else 3) * 2**20
+        self.max_network_batch = 0  # none yet; set when a batch did not fit in the GPU's memory (see _run)
         self.context = info.context_slices // 2
         self.tta = bool(tta)
         if int(z_smooth) != z_smooth or z_smooth < 0:
@@ -146,6 +147,26 @@ class Predictor:
     # ---- the network on a batch of normalised slice stacks ----
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on a batch, in parts of at most `max_network_batch` slices or tiles.
+
+        A GPU with less memory than the default batch needs runs out of it: then the batch is split in
+        halves (and later batches start at that size), down to one slice or tile; only one that does not
+        fit alone is an error (a smaller --tile helps then).
+        """
+        size = self.max_network_batch or len(x)
+        if len(x) > size:
+            return torch.cat([self._run(x[i : i + size]) for i in range(0, len(x), size)])
+        try:
+            return self._network(x)
+        except torch.OutOfMemoryError:
+            if len(x) == 1:
+                raise
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.max_network_batch = len(x) // 2
+        return self._run(x)
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with mixed_precision(self.device, self.precision):

@@ -153,6 +153,24 @@ def test_full_disk_while_writing_leaves_no_output(tmp_path, trained_model, small
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_a_gpu_out_of_memory_is_one_line_with_advice_and_leaves_no_output(tmp_path, trained_model, small_files,
+                                                                          monkeypatch, capsys):
+    from annotomo import cli
+    from annotomo.predict import Predictor
+
+    def no_memory(self, x):
+        raise __import__("torch").OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(Predictor, "_network", no_memory)
+    code = cli.main(["segment", str(trained_model[0]), str(small_files["test_tomo"]), "-o", str(tmp_path / "out"),
+                     "--quiet"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("annotomo: error")]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert "GPU ran out of memory" in lines[0] and "--tile" in lines[0] and "--device cpu" in lines[0]
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "newer", "pickle"])
 def test_damaged_or_hostile_model_files(tmp_path, trained_model, small_files, damage):
     model, _ = trained_model

@@ -94,6 +94,37 @@ def test_segmenting_in_small_batches_gives_the_labels_of_the_whole_block(trained
     assert_same_labels(out, Predictor.from_file(path).predict_block(vol, norm, halo=0), batched)
 
 
+def test_a_batch_that_does_not_fit_in_gpu_memory_is_split_and_later_batches_start_smaller(trained_model, small_pair):
+    """Out of GPU memory at 11 slices per network call: halves are tried (down to 1), the size that fits is
+    kept for later calls, and the labels are those of the unsplit run (CPU here, with a simulated limit)."""
+    path, _ = trained_model
+    vol = small_pair[1].tomogram[:11]
+    norm = robust_normalization(vol)
+    expected = Predictor.from_file(path, device="cpu").predict_block(vol, norm, halo=0)
+    limited = Predictor.from_file(path, device="cpu")
+    network, calls = limited._network, []
+
+    def at_most_three_slices(x):
+        calls.append(len(x))
+        if len(x) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return network(x)
+
+    limited._network = at_most_three_slices
+    assert np.array_equal(limited.predict_block(vol, norm, halo=0), expected)
+    assert limited.max_network_batch == 2 and max(n for n in calls if n <= 3) == 2
+    calls.clear()
+    assert np.array_equal(limited.predict_block(vol, norm, halo=0), expected)
+    assert calls and max(calls) == 2  # no more failed attempts
+
+    def nothing_fits(x):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    limited._network = nothing_fits
+    with pytest.raises(torch.OutOfMemoryError):  # one slice that does not fit is an error for the caller
+        limited.predict_block(vol[:3], norm, halo=0)
+
+
 def test_context_stacks_are_views_of_the_slab_except_at_the_faces():
     from annotomo.predict import context_windows
 
