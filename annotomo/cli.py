@@ -402,7 +402,7 @@ def main(argv=None) -> int:
         if args.debug:
             raise
         torch = sys.modules.get("torch")  # imported by then if torch raised it (not at start: --help stays fast)
-        if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
             print("annotomo: error: the GPU ran out of memory (segment: even for one slice or tile, try a smaller "
                   "--tile; train: try a smaller --batch-size or --patch; or use --device cpu)", file=sys.stderr)
             return EXIT_INTERNAL

@@ -158,7 +158,7 @@ class Predictor:
             return torch.cat([self._run(x[i : i + size]) for i in range(0, len(x), size)])
         try:
             return self._network(x)
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:
             if len(x) == 1:
                 raise
         if self.device.type == "cuda":

@@ -159,7 +159,7 @@ def test_a_gpu_out_of_memory_is_one_line_with_advice_and_leaves_no_output(tmp_pa
     from annotomo.predict import Predictor
 
     def no_memory(self, x):
-        raise __import__("torch").OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        raise __import__("torch").cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(Predictor, "_network", no_memory)
     code = cli.main(["segment", str(trained_model[0]), str(small_files["test_tomo"]), "-o", str(tmp_path / "out"),

@@ -107,7 +107,7 @@ def test_a_batch_that_does_not_fit_in_gpu_memory_is_split_and_later_batches_star
     def at_most_three_slices(x):
         calls.append(len(x))
         if len(x) > 3:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return network(x)
 
     limited._network = at_most_three_slices
@@ -118,10 +118,10 @@ def test_a_batch_that_does_not_fit_in_gpu_memory_is_split_and_later_batches_star
     assert calls and max(calls) == 2  # no more failed attempts
 
     def nothing_fits(x):
-        raise torch.OutOfMemoryError("CUDA out of memory")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     limited._network = nothing_fits
-    with pytest.raises(torch.OutOfMemoryError):  # one slice that does not fit is an error for the caller
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # one slice that does not fit is an error for the caller
         limited.predict_block(vol[:3], norm, halo=0)
 
 
