@@ -103,9 +103,12 @@ def main():
         written = segment(path, [work / f"{k}_tomo.mrc" for k in test_sims], work / f"seg_{len(rows)}",
                           overwrite=True, progress=False, log=lambda *a: None)
         pooled = np.zeros((len(classes) + 1,) * 2, np.int64)
-        for out, s in zip(written, test_sims.values()):
+        per_cell = {}
+        for out, (cell, s) in zip(written, test_sims.items()):
             with read_labels(out["labels"]) as lab:
-                pooled += confusion_matrix(s.labels, np.asarray(lab.data), len(classes) + 1)
+                cm = confusion_matrix(s.labels, np.asarray(lab.data), len(classes) + 1)
+                pooled += cm
+                per_cell[cell] = round(scores_from_confusion(cm, classes)["mean_dice"], 4)
                 if s is test_sim:
                     scores = segmentation_scores(test_sim.labels, lab.data, classes)
         scores3 = scores_from_confusion(pooled, classes)
@@ -115,7 +118,7 @@ def main():
                    params=sum(p.numel() for p in model.parameters()), flops_per_voxel=flops_per_voxel(model, info.context_slices),
                    iterations=result.iterations, train_seconds=train_s, train_precision=trained["precision"],
                    mean_dice=scores["mean_dice"], dice={k: v["dice"] for k, v in scores["classes"].items()},
-                   mean_dice_3_cells=scores3["mean_dice"],
+                   mean_dice_3_cells=scores3["mean_dice"], mean_dice_per_cell=per_cell,
                    dice_3_cells={k: v["dice"] for k, v in scores3["classes"].items()})
         for precision, n in timed.items():
             r = child(path, timing_tomo[precision], work / f"time_{len(rows)}_{precision}", dict(precision=precision))
