@@ -194,16 +194,19 @@ class Predictor:
                 del prob
         return mean.div_(8).clamp_(min=1e-12).log_()
 
-    def _logits(self, stacks: np.ndarray) -> torch.Tensor:
-        b, c, h, w = stacks.shape
+    def _network_input(self, stacks: np.ndarray) -> torch.Tensor:
+        """The stacks as a tensor on the device: copied through pinned memory to a GPU; on CPUs a view."""
         if self.device.type == "cuda":
-            x = torch.from_numpy(np.ascontiguousarray(stacks)).pin_memory().to(self.device, non_blocking=True)
-        elif min(stacks.strides) >= 0:
+            return torch.from_numpy(np.ascontiguousarray(stacks)).pin_memory().to(self.device, non_blocking=True)
+        if min(stacks.strides) >= 0:
             # Context stacks are strided views of the slab (see context_windows); tiles copy only what they
             # read, so an unbinned slice's (slices x context) stack is never materialised on the CPU.
-            x = torch.from_numpy(stacks)
-        else:
-            x = torch.from_numpy(np.ascontiguousarray(stacks))  # rotated/flipped views (TTA)
+            return torch.from_numpy(stacks)
+        return torch.from_numpy(np.ascontiguousarray(stacks))  # rotated/flipped views (TTA)
+
+    def _logits(self, stacks: np.ndarray) -> torch.Tensor:
+        b, c, h, w = stacks.shape
+        x = self._network_input(stacks)
         hp, wp = padded_size(h, self.stride), padded_size(w, self.stride)
         if (hp, wp) != (h, w):
             mode = "reflect" if hp - h < h and wp - w < w else "replicate"

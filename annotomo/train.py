@@ -24,6 +24,7 @@ import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,12 @@ def load_annotated(tomogram, labels, n_classes: int, invert=False, name=None, to
 
 class PatchSampler:
     """Random training patches, with a fraction centred on voxels of a randomly chosen feature."""
+
+    @classmethod
+    def for_config(cls, data: list[AnnotatedTomogram], n_outputs: int, config: TrainConfig, rng) -> "PatchSampler":
+        """The sampler `train` uses: patches with room around them for warp_patches when warps are on."""
+        margin = warp_margin(config.patch, config.warp_scale) if config.warp_fraction > 0 else 0
+        return cls(data, n_outputs, config.patch, config.context_slices // 2, rng, config.focus_fraction, margin)
 
     def __init__(self, data: list[AnnotatedTomogram], n_outputs: int, patch: int, context: int, rng, focus=0.5,
                  margin=0):
@@ -240,6 +247,16 @@ def augment(images: np.ndarray, labels: np.ndarray, rng):
             img = img + rng.normal(0, rng.uniform(0.1, 0.5), img.shape).astype(np.float32)
         out_i[b], out_l[b] = img, lab
     return out_i, out_l
+
+
+def make_training_batch(sampler: PatchSampler, config: TrainConfig, rng):
+    """One training batch as CPU tensors: images (B, C, H, W) float32 and labels (B, H, W) int64, sampled,
+    warped (when the sampler leaves room for it) and augmented."""
+    imgs, labs = sampler.batch(config.batch_size)
+    if sampler.margin:
+        imgs, labs = warp_patches(imgs, labs, config.patch, rng, config.warp_fraction, config.warp_scale)
+    imgs, labs = augment(imgs, labs, rng)
+    return torch.from_numpy(np.ascontiguousarray(imgs)), torch.from_numpy(labs.astype(np.int64))
 
 
 def class_weights(data, n_outputs, power, max_weight) -> torch.Tensor:
@@ -450,9 +467,7 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
                                   fused=True)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 gradients underflow
-    margin = warp_margin(config.patch, config.warp_scale) if config.warp_fraction > 0 else 0
-    sampler = PatchSampler(data, n_outputs, config.patch, config.context_slices // 2, rng, config.focus_fraction,
-                           margin)
+    sampler = PatchSampler.for_config(data, n_outputs, config, rng)
     plan_data = val_data or data
     plan = _validation_plan(plan_data, config.validation_slices, np.random.default_rng(config.seed + 1))
 
@@ -471,17 +486,11 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
             return state["iteration"] / budget_iters
         return (time.perf_counter() - start) / budget_seconds
 
-    def make_batch():
-        imgs, labs = sampler.batch(config.batch_size)
-        if margin:
-            imgs, labs = warp_patches(imgs, labs, config.patch, rng, config.warp_fraction, config.warp_scale)
-        imgs, labs = augment(imgs, labs, rng)
-        return torch.from_numpy(np.ascontiguousarray(imgs)), torch.from_numpy(labs.astype(np.int64))
-
     bar = tqdm(total=budget_iters or int(budget_seconds), unit="it" if budget_iters else "s", desc="training",
                disable=not progress, leave=False, initial=state["iteration"] if budget_iters else int(state["elapsed"]))
     interrupted = False
-    with _Interrupt() as interrupt, BatchMaker(make_batch, config.prefetch_batches) as batches:
+    with _Interrupt() as interrupt, BatchMaker(partial(make_training_batch, sampler, config, rng),
+                                                   config.prefetch_batches) as batches:
         while fraction_done() < 1.0 and not interrupt.requested:
             model.train()
             losses = []

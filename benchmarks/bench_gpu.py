@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from annotomo import TrainConfig, simulate, train  # noqa: E402
 from annotomo.api import segment  # noqa: E402
 from annotomo.cli import tomoseg_config  # noqa: E402
-from annotomo.metrics import confusion_matrix, scores_from_confusion, segmentation_scores  # noqa: E402
 from annotomo.predict import Predictor  # noqa: E402
 from annotomo.volumes import read_labels, write_volume  # noqa: E402
-from common import cpu_name, make_tomogram, profile_default, source_commit  # noqa: E402
+from common import (cpu_name, make_tomogram, profile_default, score_test_cells, source_commit,  # noqa: E402
+                    synchronize)
 
 BIN4 = (94, 864, 864)
 TEST_OFFSETS = (1000, 2000, 3000)  # as bench_vs_tomoseg.py: test cell seed + 1000, pooled with + 2000, + 3000
@@ -54,22 +54,12 @@ def sampling_seconds_per_batch(tomogram, labels, n_classes, config: TrainConfig,
     """CPU time to make one training batch (crop, rotate/rescale, flip, jitter): the part of a training
     step that a GPU does not speed up."""
     tm = sys.modules["annotomo.train"]
-    data = [tm.load_annotated(tomogram, labels, n_classes)]
     rng = np.random.default_rng(0)
-    margin = tm.warp_margin(config.patch, config.warp_scale)
-    sampler = tm.PatchSampler(data, n_classes + 1, config.patch, config.context_slices // 2, rng,
-                              config.focus_fraction, margin)
+    sampler = tm.PatchSampler.for_config([tm.load_annotated(tomogram, labels, n_classes)], n_classes + 1, config, rng)
     t = time.perf_counter()
     for _ in range(batches):
-        imgs, labs = sampler.batch(config.batch_size)
-        imgs, labs = tm.warp_patches(imgs, labs, config.patch, rng, config.warp_fraction, config.warp_scale)
-        tm.augment(imgs, labs, rng)
+        tm.make_training_batch(sampler, config, rng)
     return (time.perf_counter() - t) / batches
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed_segment(predictor: Predictor, tomogram, outdir, voxels) -> dict:
@@ -114,6 +104,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="annotomo-gpu-"))
     t_setup = time.perf_counter()
     cells = {"train": args.seed, **{f"test{k // 1000}": args.seed + k for k in TEST_OFFSETS}}
+    test_cells = [cell for cell in cells if cell != "train"]
     # Simulate in worker processes before CUDA is initialised here (each cell takes seconds of FFTs).
     with ProcessPoolExecutor(min(len(cells) + 2, os.cpu_count() or 1)) as pool:
         jobs = [pool.submit(write_cell, work, name, seed) for name, seed in cells.items()]
@@ -132,6 +123,10 @@ def main():
         json_path.write_text(json.dumps(result, indent=1))
 
     tomo, labels = work / "train_tomo.mrc", work / "train_labels.mrc"
+    truths = []
+    for cell in test_cells:
+        with read_labels(work / f"{cell}_labels.mrc") as truth:
+            truths.append(np.array(truth.data))
     specs = [("unet 2.5D 5 slices (default)", TrainConfig(minutes=args.minutes, seed=args.seed)),
              ("tomoseg-cnn (4 networks)",
               tomoseg_config(TrainConfig(arch="tomoseg-cnn", minutes=args.cnn_minutes, seed=args.seed)))]
@@ -150,18 +145,12 @@ def main():
             row["sampling_share_of_step"] = row["sampling_s_per_batch"] * row["iterations_per_s"]
         predictor = Predictor.from_file(path, device=device)  # the default: bf16 on GPUs that have it
         row["segment_precision"] = predictor.precision
-        written = segment(predictor, [work / f"{k}_tomo.mrc" for k in cells if k != "train"], work / "seg",
+        written = segment(predictor, [work / f"{cell}_tomo.mrc" for cell in test_cells], work / "seg",
                           overwrite=True, progress=False, log=lambda *a: None)
-        pooled = np.zeros((len(classes) + 1,) * 2, np.int64)
-        for i, out in enumerate(written):
-            truth = read_labels(work / f"test{i + 1}_labels.mrc")
-            with read_labels(out["labels"]) as lab:
-                pooled += confusion_matrix(np.asarray(truth.data), np.asarray(lab.data), len(classes) + 1)
-                if i == 0:
-                    scores = segmentation_scores(np.asarray(truth.data), np.asarray(lab.data), classes)
-            truth.close()
+        scored = score_test_cells([out["labels"] for out in written], truths, classes)
+        scores = scored["first"]
         row.update(mean_dice=scores["mean_dice"], dice={k: v["dice"] for k, v in scores["classes"].items()},
-                   mean_dice_3_cells=scores_from_confusion(pooled, classes)["mean_dice"])
+                   mean_dice_3_cells=scored["pooled"]["mean_dice"], mean_dice_per_cell=scored["per_cell"])
         for precision in ("fp32", "bf16"):
             row[precision] = timed_segment(Predictor.from_file(path, device=device, precision=precision),
                                            work / "bin4.mrc", work / f"time_{precision}", timed_voxels)

@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,11 +28,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from annotomo import TrainConfig, simulate, train  # noqa: E402
 from annotomo.api import segment  # noqa: E402
 from annotomo.cli import tomoseg_config  # noqa: E402
-from annotomo.metrics import confusion_matrix, scores_from_confusion, segmentation_scores  # noqa: E402
 from annotomo.modelfile import load_model  # noqa: E402
-from annotomo.volumes import read_labels, write_volume  # noqa: E402
+from annotomo.volumes import write_volume  # noqa: E402
 from common import (add_child_arguments, child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak,  # noqa: E402
-                    run_child, source_commit)
+                    run_child, score_test_cells, source_commit)
 
 BIN4 = (94, 864, 864)
 
@@ -75,7 +73,6 @@ def main():
     # (one cell's microtubules can be unusually faint, see README).
     train_sim = simulate(seed=args.seed)
     test_sims = {f"test{k}": simulate(seed=args.seed + 1000 * k) for k in (1, 2, 3)}
-    test_sim = test_sims["test1"]
     for name, s in (("train", train_sim), *test_sims.items()):
         write_volume(work / f"{name}_tomo.mrc", s.tomogram, (28.0,) * 3)
         write_volume(work / f"{name}_labels.mrc", s.labels, (28.0,) * 3)
@@ -102,16 +99,10 @@ def main():
         train_s = time.perf_counter() - t
         written = segment(path, [work / f"{k}_tomo.mrc" for k in test_sims], work / f"seg_{len(rows)}",
                           overwrite=True, progress=False, log=lambda *a: None)
-        pooled = np.zeros((len(classes) + 1,) * 2, np.int64)
-        per_cell = {}
-        for out, (cell, s) in zip(written, test_sims.items()):
-            with read_labels(out["labels"]) as lab:
-                cm = confusion_matrix(s.labels, np.asarray(lab.data), len(classes) + 1)
-                pooled += cm
-                per_cell[cell] = round(scores_from_confusion(cm, classes)["mean_dice"], 4)
-                if s is test_sim:
-                    scores = segmentation_scores(test_sim.labels, lab.data, classes)
-        scores3 = scores_from_confusion(pooled, classes)
+        scored = score_test_cells([out["labels"] for out in written], [s.labels for s in test_sims.values()],
+                                  classes)  # "first": the test cell, seed + 1000
+        scores, scores3 = scored["first"], scored["pooled"]
+        per_cell = dict(zip(test_sims, scored["per_cell"]))
         trained = json.loads(path.with_name(path.name + ".log.json").read_text())["config"]
         model, info = load_model(path)
         row = dict(model=name, arch=info.arch, context_slices=info.context_slices,

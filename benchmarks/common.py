@@ -80,6 +80,28 @@ def make_tomogram(path, shape, seed=7):
             out[z : z + len(zz)] = slab
 
 
+def synchronize(device):
+    """Wait for the device's queued work (a GPU's kernels run asynchronously), so timers see it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def score_test_cells(label_paths, truths, class_names) -> dict:
+    """Scores of segmented test cells: the first cell's (per class), all cells' pooled confusion
+    matrices', and each cell's mean Dice alone."""
+    from annotomo.metrics import confusion_matrix, scores_from_confusion
+    from annotomo.volumes import read_labels
+
+    n = len(class_names) + 1
+    matrices = []
+    for path, truth in zip(label_paths, truths):
+        with read_labels(path) as lab:
+            matrices.append(confusion_matrix(truth, lab.data, n))
+    cells = [scores_from_confusion(cm, class_names) for cm in matrices]
+    return dict(first=cells[0], pooled=scores_from_confusion(sum(matrices), class_names),
+                per_cell=[round(c["mean_dice"], 4) for c in cells])
+
+
 def profile_default(model_path, tomogram, device="cpu"):
     """Where the time goes in the default path: reading+normalising; making the network's input (a view
     on CPUs; on GPUs a copy of each slice's context stack into pinned memory and over to the device); the
@@ -90,8 +112,7 @@ def profile_default(model_path, tomogram, device="cpu"):
     cuda = p.device.type == "cuda"
 
     def synchronized():
-        if cuda:
-            torch.cuda.synchronize(p.device)
+        synchronize(p.device)
         return time.perf_counter()
 
     with open_volume(tomogram) as vol:
@@ -112,10 +133,7 @@ def profile_default(model_path, tomogram, device="cpu"):
             n = min(step, vol.shape[0] - z)
             stacks = p._stacks(normalized, z, n)
             t0 = synchronized()
-            if cuda:
-                x = torch.from_numpy(np.ascontiguousarray(stacks)).pin_memory().to(p.device, non_blocking=True)
-            else:
-                x = torch.from_numpy(stacks)
+            x = p._network_input(stacks)
             t1 = synchronized()
             with torch.inference_mode():
                 logits = p._run(x)
