@@ -195,9 +195,20 @@ class Predictor:
         return mean.div_(8).clamp_(min=1e-12).log_()
 
     def _network_input(self, stacks: np.ndarray) -> torch.Tensor:
-        """The stacks as a tensor on the device: copied through pinned memory to a GPU; on CPUs a view."""
+        """The stacks as a tensor on the device: on CPUs a view; to a GPU each distinct slice is sent once.
+
+        Consecutive context stacks share all but one slice (see context_windows), so a batch of B stacks
+        of C slices holds only B + C - 1 distinct slices: those go through pinned memory to the GPU, and
+        the stacks are rebuilt there as a view, instead of copying and sending every slice C times.
+        """
         if self.device.type == "cuda":
-            return torch.from_numpy(np.ascontiguousarray(stacks)).pin_memory().to(self.device, non_blocking=True)
+            slices = distinct_slices(stacks)
+            if slices is None:
+                host = torch.from_numpy(np.ascontiguousarray(stacks))
+                return host.pin_memory().to(self.device, non_blocking=True)
+            host = torch.from_numpy(np.ascontiguousarray(slices))
+            on_device = host.pin_memory().to(self.device, non_blocking=True)
+            return on_device.unfold(0, stacks.shape[1], 1).permute(0, 3, 1, 2)
         if min(stacks.strides) >= 0:
             # Context stacks are strided views of the slab (see context_windows); tiles copy only what they
             # read, so an unbinned slice's (slices x context) stack is never materialised on the CPU.
@@ -359,6 +370,16 @@ class Predictor:
                             out[z] = prob[k]
                             release_pages(out, z, z + 1, flush=True)
                     bar.update(1)
+
+
+def distinct_slices(stacks: np.ndarray) -> np.ndarray | None:
+    """The (B + C - 1, y, x) slices that (B, C, y, x) context stacks are windows of, as a view; None when
+    the stacks are not such windows (e.g. clamped copies at a tomogram's faces)."""
+    b, c, h, w = stacks.shape
+    if c == 1 or stacks.strides[0] != stacks.strides[1]:
+        return None
+    return np.lib.stride_tricks.as_strided(stacks, (b + c - 1, h, w),
+                                           (stacks.strides[0],) + stacks.strides[2:], writeable=False)
 
 
 def context_windows(slab: np.ndarray, width: int) -> np.ndarray:

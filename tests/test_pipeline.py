@@ -135,6 +135,22 @@ def test_context_stacks_are_views_of_the_slab_except_at_the_faces():
     assert np.array_equal(torch.from_numpy(windows).numpy(), windows)
 
 
+def test_stacks_go_to_a_gpu_as_their_distinct_slices_and_are_rebuilt_there_unchanged():
+    # On CUDA, _network_input sends the B + C - 1 distinct slices and rebuilds the stacks with unfold; the
+    # same steps on the CPU must give the stacks exactly, for windows, rotated/flipped windows (TTA) too.
+    from annotomo.predict import context_windows, distinct_slices
+
+    slab = np.random.default_rng(0).normal(size=(9, 6, 7)).astype(np.float32)
+    windows = context_windows(slab, 5)
+    for stacks in (windows, np.rot90(windows, 1, axes=(2, 3)), np.rot90(windows, 3, axes=(2, 3))[..., ::-1]):
+        slices = distinct_slices(stacks)
+        assert slices.shape == (9,) + stacks.shape[2:] and np.shares_memory(slices, slab)
+        rebuilt = torch.from_numpy(np.ascontiguousarray(slices)).unfold(0, 5, 1).permute(0, 3, 1, 2)
+        assert np.array_equal(rebuilt.numpy(), stacks)
+    clamped = slab[np.clip(np.arange(-2, 3)[:, None] + np.arange(5)[None, :], 0, 8)]  # a face: a copy
+    assert distinct_slices(clamped) is None and distinct_slices(slab[:4, None]) is None
+
+
 def test_a_sub_volume_without_z_smoothing_needs_only_the_context_halo(trained_model, small_pair):
     path, _ = trained_model
     vol = small_pair[1].tomogram
