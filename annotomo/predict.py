@@ -204,16 +204,19 @@ class Predictor:
         if self.device.type == "cuda":
             slices = distinct_slices(stacks)
             if slices is None:
-                host = torch.from_numpy(np.ascontiguousarray(stacks))
-                return host.pin_memory().to(self.device, non_blocking=True)
-            host = torch.from_numpy(np.ascontiguousarray(slices))
-            on_device = host.pin_memory().to(self.device, non_blocking=True)
-            return on_device.unfold(0, stacks.shape[1], 1).permute(0, 3, 1, 2)
+                return self._to_device(stacks)
+            return self._to_device(slices).unfold(0, stacks.shape[1], 1).permute(0, 3, 1, 2)
         if min(stacks.strides) >= 0:
             # Context stacks are strided views of the slab (see context_windows); tiles copy only what they
             # read, so an unbinned slice's (slices x context) stack is never materialised on the CPU.
             return torch.from_numpy(stacks)
         return torch.from_numpy(np.ascontiguousarray(stacks))  # rotated/flipped views (TTA)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        """A float32 copy of `array` on the GPU, made in one copy into (cached) pinned memory."""
+        host = torch.empty(array.shape, dtype=torch.float32, pin_memory=True)
+        host.numpy()[...] = array
+        return host.to(self.device, non_blocking=True)
 
     def _logits(self, stacks: np.ndarray) -> torch.Tensor:
         b, c, h, w = stacks.shape
@@ -263,15 +266,14 @@ class Predictor:
     def _stacks(self, normalized: np.ndarray, first: int, count: int) -> np.ndarray:
         """Stacks of context slices for output slices first..first+count-1 of `normalized`.
 
-        Indices beyond the block are clamped (the edge slice is repeated at the tomogram's faces). A
-        strided view of `normalized` where no slice is clamped (see context_windows), else a copy.
+        Indices beyond the block are clamped (the edge slice is repeated at the tomogram's faces). Always
+        windows over consecutive slices (see context_windows): a view of `normalized`, or at the faces a
+        view of a copy of the count + 2 context slices with the edge ones repeated.
         """
-        width = 2 * self.context + 1
-        wanted = first - self.context + np.arange(count)[:, None] + np.arange(width)[None, :]
+        wanted = np.arange(first - self.context, first + count + self.context)
         clamped = np.clip(wanted, 0, normalized.shape[0] - 1)
-        if (clamped == wanted).all():
-            return context_windows(normalized[wanted[0, 0] : wanted[-1, -1] + 1], width)
-        return normalized[clamped]
+        slices = normalized[first - self.context : wanted[-1] + 1] if (clamped == wanted).all() else normalized[clamped]
+        return context_windows(slices, 2 * self.context + 1)
 
     def _batch_slices(self, shape) -> int:
         return int(max(1, min(64, self.batch_pixels // (shape[1] * shape[2]))))

@@ -8,6 +8,7 @@ import torch
 
 from annotomo import Predictor, evaluate, load_model, read_model_info, robust_normalization, segment
 from annotomo.metrics import segmentation_scores
+from annotomo.predict import context_windows, distinct_slices
 from annotomo.volumes import open_volume, read_labels
 from conftest import chance_dice
 
@@ -125,9 +126,7 @@ def test_a_batch_that_does_not_fit_in_gpu_memory_is_split_and_later_batches_star
         limited.predict_block(vol[:3], norm, halo=0)
 
 
-def test_context_stacks_are_views_of_the_slab_except_at_the_faces():
-    from annotomo.predict import context_windows
-
+def test_context_windows_are_views_of_the_slab():
     slab = np.random.default_rng(0).normal(size=(9, 6, 7)).astype(np.float32)
     windows = context_windows(slab, 5)
     assert windows.shape == (5, 5, 6, 7) and np.shares_memory(windows, slab)
@@ -138,7 +137,6 @@ def test_context_stacks_are_views_of_the_slab_except_at_the_faces():
 def test_stacks_go_to_a_gpu_as_their_distinct_slices_and_are_rebuilt_there_unchanged():
     # On CUDA, _network_input sends the B + C - 1 distinct slices and rebuilds the stacks with unfold; the
     # same steps on the CPU must give the stacks exactly, for windows, rotated/flipped windows (TTA) too.
-    from annotomo.predict import context_windows, distinct_slices
 
     slab = np.random.default_rng(0).normal(size=(9, 6, 7)).astype(np.float32)
     windows = context_windows(slab, 5)
@@ -147,8 +145,19 @@ def test_stacks_go_to_a_gpu_as_their_distinct_slices_and_are_rebuilt_there_uncha
         assert slices.shape == (9,) + stacks.shape[2:] and np.shares_memory(slices, slab)
         rebuilt = torch.from_numpy(np.ascontiguousarray(slices)).unfold(0, 5, 1).permute(0, 3, 1, 2)
         assert np.array_equal(rebuilt.numpy(), stacks)
-    clamped = slab[np.clip(np.arange(-2, 3)[:, None] + np.arange(5)[None, :], 0, 8)]  # a face: a copy
+    clamped = slab[np.clip(np.arange(-2, 3)[:, None] + np.arange(5)[None, :], 0, 8)]  # stacks copied whole
     assert distinct_slices(clamped) is None and distinct_slices(slab[:4, None]) is None
+
+
+def test_context_stacks_at_the_faces_repeat_the_edge_slice_and_are_windows_too(trained_model):
+    predictor = Predictor.from_file(trained_model[0])
+    slab = np.random.default_rng(0).normal(size=(9, 6, 7)).astype(np.float32)
+    for first, count in ((0, 3), (7, 2), (0, 9), (3, 2)):
+        stacks = predictor._stacks(slab, first, count)
+        wanted = np.clip(first - 2 + np.arange(count)[:, None] + np.arange(5)[None, :], 0, 8)
+        assert np.array_equal(stacks, slab[wanted])
+        assert len(distinct_slices(stacks)) == count + 4  # so a GPU gets each slice once here too
+        assert np.shares_memory(stacks, slab) == (first >= 2 and first + count + 2 <= 9)
 
 
 def test_a_sub_volume_without_z_smoothing_needs_only_the_context_halo(trained_model, small_pair):

@@ -107,8 +107,9 @@ def test_a_library_deprecation_notice_is_not_reported_as_a_problem_of_the_file(t
         warnings.simplefilter("always")
         with open_volume(path) as vol:
             assert vol.shape == (3, 4, 5)
-    assert [w.category for w in caught] == [DeprecationWarning]
-    assert str(path) not in str(caught[0].message)
+    # Passed on unchanged (NumPy 2.5 adds mrcfile's own real notice to the list; nothing else may appear).
+    assert "Setting the dtype on a NumPy array has been deprecated" in [str(w.message) for w in caught]
+    assert all(w.category is DeprecationWarning and str(path) not in str(w.message) for w in caught)
 
 
 @needs_fixtures
