@@ -143,7 +143,7 @@ def test_stacks_go_to_a_gpu_as_their_distinct_slices_and_are_rebuilt_there_uncha
     for stacks in (windows, np.rot90(windows, 1, axes=(2, 3)), np.rot90(windows, 3, axes=(2, 3))[..., ::-1]):
         slices = distinct_slices(stacks)
         assert slices.shape == (9,) + stacks.shape[2:] and np.shares_memory(slices, slab)
-        rebuilt = torch.from_numpy(np.ascontiguousarray(slices)).unfold(0, 5, 1).permute(0, 3, 1, 2)
+        rebuilt = torch.from_numpy(np.array(slices)).unfold(0, 5, 1).permute(0, 3, 1, 2)
         assert np.array_equal(rebuilt.numpy(), stacks)
     clamped = slab[np.clip(np.arange(-2, 3)[:, None] + np.arange(5)[None, :], 0, 8)]  # stacks copied whole
     assert distinct_slices(clamped) is None and distinct_slices(slab[:4, None]) is None
