@@ -178,6 +178,8 @@ def _crop(vol, zs, y0, x0, size, fill, reflect):
     Costs O(crop) whatever the slice size: only the bounding box of the needed pixels is gathered."""
     ny, nx = vol.shape[1:]
     zs = np.asarray(zs)
+    if 0 <= y0 and y0 + size <= ny and 0 <= x0 and x0 + size <= nx:  # inside: one gather of the crop
+        return vol[zs, y0 : y0 + size, x0 : x0 + size]
     if reflect:
         ys, xs = _reflect_index(np.arange(y0, y0 + size), ny), _reflect_index(np.arange(x0, x0 + size), nx)
         box = vol[:, ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
@@ -236,16 +238,16 @@ def warp_patches(images: np.ndarray, labels: np.ndarray, patch: int, rng, fracti
 def augment(images: np.ndarray, labels: np.ndarray, rng):
     """In-plane rotations/flips and intensity jitter; images (B, C, H, W), labels (B, H, W)."""
     out_i, out_l = np.empty_like(images), np.empty_like(labels)
-    for b in range(len(images)):
-        k = rng.integers(4)
-        img, lab = np.rot90(images[b], k, axes=(1, 2)), np.rot90(labels[b], k)
-        if rng.random() < 0.5:
-            img, lab = img[:, :, ::-1], lab[:, ::-1]
-        gain = rng.uniform(0.75, 1.3)
-        img = img * gain + rng.normal(0, 0.15)
-        if rng.random() < 0.3:
-            img = img + rng.normal(0, rng.uniform(0.1, 0.5), img.shape).astype(np.float32)
-        out_i[b], out_l[b] = img, lab
+    n = len(images)
+    turns, flips = rng.integers(4, size=n), rng.random(n) < 0.5
+    for b in range(n):
+        img, lab = np.rot90(images[b], turns[b], axes=(1, 2)), np.rot90(labels[b], turns[b])
+        out_i[b], out_l[b] = (img[:, :, ::-1], lab[:, ::-1]) if flips[b] else (img, lab)
+    # gain and offset per patch; extra Gaussian noise on 30% of them, at a random strength
+    out_i *= rng.uniform(0.75, 1.3, n).astype(np.float32)[:, None, None, None]
+    out_i += rng.normal(0, 0.15, n).astype(np.float32)[:, None, None, None]
+    for b in np.flatnonzero(rng.random(n) < 0.3):
+        out_i[b] += rng.standard_normal(out_i[b].shape, dtype=np.float32) * np.float32(rng.uniform(0.1, 0.5))
     return out_i, out_l
 
 

@@ -59,6 +59,25 @@ def test_not_annotated_stays_not_annotated_through_augmentation():
     assert 0.3 < np.mean(out_l == NOT_ANNOTATED) < 0.7  # about half, whatever the rotation
 
 
+def test_augmentation_turns_images_and_labels_together_and_varies_intensity():
+    rng = np.random.default_rng(3)
+    lab = rng.integers(0, 4, (64, 24, 24)).astype(np.uint8)
+    img = np.repeat(lab[:, None].astype(np.float32), 3, axis=1)  # 3 context slices, each = the labels
+    out_i, out_l = augment(img, lab, rng)
+    orientations = set()
+    for b in range(len(lab)):
+        for k in range(4):
+            for flip in (False, True):
+                turned = np.rot90(lab[b], k)
+                if np.array_equal(turned[:, ::-1] if flip else turned, out_l[b]):
+                    orientations.add((k, flip))
+        # the image is a * labels + b (+ noise): it correlates with the labels it came with
+        assert np.corrcoef(out_i[b, 1].ravel(), out_l[b].ravel())[0, 1] > 0.6
+    assert len(orientations) == 8  # all rotations and flips occur
+    gains = [np.polyfit(out_l[b].ravel(), out_i[b, 0].ravel(), 1)[0] for b in range(len(lab))]
+    assert 0.7 < min(gains) < 0.9 and 1.15 < max(gains) < 1.35
+
+
 def test_patch_crops_match_a_padded_volume_wherever_they_hang_over_the_edges():
     from annotomo.train import _crop
 
