@@ -403,8 +403,8 @@ def main(argv=None) -> int:
             raise
         torch = sys.modules.get("torch")  # imported by then if torch raised it (not at start: --help stays fast)
         if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
-            print("annotomo: error: the GPU ran out of memory (segment: even for one slice or tile, try a smaller "
-                  "--tile; train: try a smaller --batch-size or --patch; or use --device cpu)", file=sys.stderr)
+            print("annotomo: error: the GPU ran out of memory (segment: even for one slice, try a smaller --tile, "
+                  "e.g. 512; train: try a smaller --batch-size or --patch; or use --device cpu)", file=sys.stderr)
             return EXIT_INTERNAL
         print(f"annotomo: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
               file=sys.stderr)

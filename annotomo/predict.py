@@ -123,8 +123,12 @@ class Predictor:
         self.stride = int(getattr(model, "stride", 1))
         self.tile = padded_size(max(tile, self.stride), self.stride)
         self.overlap = max(overlap, self.stride)  # tiles aligned to the stride must still overlap
+        smallest = padded_size(self.overlap + self.stride + 1, self.stride)  # see tiling.tile_layout
+        if self.tile < smallest:
+            raise AnnotomoError(f"--tile {tile}: tiles overlap by {self.overlap} pixels, so they must be at least "
+                                f"{smallest} pixels")
         self.batch_pixels = batch_pixels or (32 if self.device.type == "cuda" else 3) * 2**20
-        self.max_network_batch = 0  # none yet; set when a batch did not fit in the GPU's memory (see _run)
+        self.max_network_batch = 0  # none yet; set when a batch did not fit in the GPU's memory (_logits_in_parts)
         self.context = info.context_slices // 2
         self.tta = bool(tta)
         if int(z_smooth) != z_smooth or z_smooth < 0:
@@ -146,25 +150,30 @@ class Predictor:
 
     # ---- the network on a batch of normalised slice stacks ----
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """The network on a batch, in parts of at most `max_network_batch` slices or tiles.
+    def _logits_in_parts(self, stacks: np.ndarray):
+        """(offset, logits) of consecutive parts of a batch of stacks, of at most `max_network_batch` slices.
 
-        A GPU with less memory than the default batch needs runs out of it: then the batch is split in
-        halves (and later batches start at that size), down to one slice or tile; only one that does not
-        fit alone is an error (a smaller --tile helps then).
+        A GPU with less memory than the default batch needs runs out of it, in the network or in what holds
+        the batch's input and logits (on an H200 capped at 400 MB, splitting only the network's calls was not
+        enough for a 24-slice batch of 864 x 864 slices). Then the part is retried in halves, down to one slice, and
+        later parts and batches start at the size that fitted; only one slice that does not fit is an
+        error (a smaller --tile helps then). Each part's logits are used before the next part is made.
         """
-        size = self.max_network_batch or len(x)
-        if len(x) > size:
-            return torch.cat([self._run(x[i : i + size]) for i in range(0, len(x), size)])
-        try:
-            return self._network(x)
-        except torch.cuda.OutOfMemoryError:
-            if len(x) == 1:
-                raise
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        self.max_network_batch = len(x) // 2
-        return self._run(x)
+        i = 0
+        while i < len(stacks):
+            size = min(self.max_network_batch or len(stacks), len(stacks) - i)
+            try:
+                part = self.logits(stacks[i : i + size])
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.max_network_batch = size // 2
+                continue
+            yield i, part
+            del part
+            i += size
 
     def _network(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -226,7 +235,7 @@ class Predictor:
             mode = "reflect" if hp - h < h and wp - w < w else "replicate"
             x = F.pad(x, (0, wp - w, 0, hp - h), mode=mode)
         if hp <= self.tile and wp <= self.tile:
-            return self._run(x)[:, :, :h, :w]
+            return self._network(x)[:, :, :h, :w]
         (th, ys), (tw, xs) = (tile_layout(n, self.tile, self.overlap, self.stride) for n in (hp, wp))
         weight, inverse_total = self._blending(hp, wp, th, tw, ys, xs)
         # Channels-last, like the network's own output: the argmax over classes then reads contiguously.
@@ -239,7 +248,7 @@ class Predictor:
             for x0 in xs:
                 # Blend probabilities, not logits: near a tile's edge logits can be large, and even a small
                 # weight on a large logit would show as a seam.
-                out = torch.softmax(self._run(x[:, :, y0 : y0 + th, x0 : x0 + tw]), dim=1).mul_(weight)
+                out = torch.softmax(self._network(x[:, :, y0 : y0 + th, x0 : x0 + tw]), dim=1).mul_(weight)
                 acc[:, :, y0 : y0 + th, x0 : x0 + tw] += out.to(dtype)
                 del out
         band = max(1, (1 << 22) // wp)
@@ -300,11 +309,13 @@ class Predictor:
         step = self._batch_slices(normalized.shape)
         for z in range(lo, hi, step):
             n = min(step, hi - z)
-            for zz, lab, prob in merger.add(z, self.logits(self._stacks(normalized, z, n))):
-                if h <= zz < nz - h:
-                    labels[zz - h] = lab
-                    if probabilities:
-                        probs[:, zz - h] = prob
+            for offset, logits in self._logits_in_parts(self._stacks(normalized, z, n)):
+                for zz, lab, prob in merger.add(z + offset, logits):
+                    if h <= zz < nz - h:
+                        labels[zz - h] = lab
+                        if probabilities:
+                            probs[:, zz - h] = prob
+                del logits
         return (labels, probs) if probabilities else labels
 
     def _decide(self, logits: torch.Tensor, probabilities: bool):
@@ -363,15 +374,16 @@ class Predictor:
                     slab = slab[: 2 * h + n]
                     slab[2 * h :] = new
                 del new
-                done = merger.add(z0, self.logits(context_windows(slab, 2 * h + 1)))
-                for z, lab, prob in done:
-                    out_labels[z] = lab
-                    release_pages(out_labels, z, z + 1, flush=True)
-                    if out_probabilities is not None:
-                        for k, out in enumerate(out_probabilities):
-                            out[z] = prob[k]
-                            release_pages(out, z, z + 1, flush=True)
-                    bar.update(1)
+                for offset, logits in self._logits_in_parts(context_windows(slab, 2 * h + 1)):
+                    for z, lab, prob in merger.add(z0 + offset, logits):
+                        out_labels[z] = lab
+                        release_pages(out_labels, z, z + 1, flush=True)
+                        if out_probabilities is not None:
+                            for k, out in enumerate(out_probabilities):
+                                out[z] = prob[k]
+                                release_pages(out, z, z + 1, flush=True)
+                        bar.update(1)
+                    del logits
 
 
 def distinct_slices(stacks: np.ndarray) -> np.ndarray | None:

@@ -138,7 +138,7 @@ def profile_default(model_path, tomogram, device="cpu"):
             x = p._network_input(stacks)
             t1 = synchronized()
             with torch.inference_mode():
-                logits = p._run(x)
+                logits = p._network(x)
             t2 = synchronized()
             labels[z : z + n] = p._decide(logits, False)[0]
             t3 = time.perf_counter()

@@ -117,6 +117,14 @@ def test_asking_for_a_gpu_that_is_not_there(tmp_path, trained_model, small_files
     assert_clean_error(code, err, "--device gpu0", "not a device name")
 
 
+def test_a_tile_smaller_than_its_overlap_allows_is_refused_before_anything_is_written(tmp_path, trained_model,
+                                                                                       small_files):
+    code, _, err = run_cli("segment", trained_model[0], small_files["test_tomo"], "-o", tmp_path / "out",
+                           "--tile", 256)
+    assert_clean_error(code, err, "--tile 256", "at least 320")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
 def test_output_equal_to_an_input_is_refused(tmp_path, small_files):
     before = digest(small_files["train_tomo"])
     code, _, err = run_cli(*train_args(small_files["train_tomo"], small_files["train_labels"],
@@ -167,7 +175,7 @@ def test_a_gpu_out_of_memory_is_one_line_with_advice_and_leaves_no_output(tmp_pa
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("annotomo: error")]
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
-    assert "GPU ran out of memory" in lines[0] and "--tile" in lines[0] and "--device cpu" in lines[0]
+    assert "GPU ran out of memory" in lines[0] and "--tile, e.g. 512" in lines[0] and "--device cpu" in lines[0]
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -9,7 +9,7 @@ import torch
 from annotomo import Predictor, evaluate, load_model, read_model_info, robust_normalization, segment
 from annotomo.metrics import segmentation_scores
 from annotomo.predict import context_windows, distinct_slices
-from annotomo.volumes import open_volume, read_labels
+from annotomo.volumes import open_volume, read_labels, write_volume
 from conftest import chance_dice
 
 
@@ -124,6 +124,33 @@ def test_a_batch_that_does_not_fit_in_gpu_memory_is_split_and_later_batches_star
     limited._network = nothing_fits
     with pytest.raises(torch.cuda.OutOfMemoryError):  # one slice that does not fit is an error for the caller
         limited.predict_block(vol[:3], norm, halo=0)
+
+
+def test_running_out_of_gpu_memory_outside_the_network_splits_the_batch_too(trained_model, small_pair, tmp_path):
+    """On an H200 capped at 400 MB, splitting only the network's calls was not enough: what holds a batch's
+    input and logits ran out too. Any out-of-memory error while a batch's logits are made splits it."""
+    path, _ = trained_model
+    vol = small_pair[1].tomogram[:9]
+    norm = robust_normalization(vol)
+    whole = Predictor.from_file(path, device="cpu")
+    limited = Predictor.from_file(path, device="cpu")
+    logits = limited._logits
+
+    def holds_at_most_four_slices(stacks):
+        if len(stacks) > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 172.00 MiB")
+        return logits(stacks)
+
+    limited._logits = holds_at_most_four_slices
+    assert np.array_equal(limited.predict_block(vol, norm, halo=0), whole.predict_block(vol, norm, halo=0))
+    assert limited.max_network_batch == 4
+    write_volume(tmp_path / "t.mrc", vol, (28.0,) * 3)  # segment() too, with its slab-by-slab reading
+    labels = []
+    for name, predictor in (("whole", whole), ("limited", limited)):
+        written = segment(predictor, [tmp_path / "t.mrc"], tmp_path / name, progress=False, log=lambda *a: None)
+        with read_labels(written[0]["labels"]) as out:
+            labels.append(np.array(out.data))
+    assert np.array_equal(*labels)
 
 
 def test_context_windows_are_views_of_the_slab():
