@@ -64,6 +64,7 @@ class TrainConfig:
     focus_fraction: float = 0.5
     warp_fraction: float = 0.5  # patches rotated by any in-plane angle and rescaled (see warp_patches)
     warp_scale: float = 1.15  # their scale factor is drawn from [1/warp_scale, warp_scale]
+    z_flip_fraction: float = 0.0  # patches whose context slices are taken in reverse order (see augment)
     invert_contrast: bool = False
     validation_slices: int = 12
     threads: int | None = None
@@ -235,13 +236,19 @@ def warp_patches(images: np.ndarray, labels: np.ndarray, patch: int, rng, fracti
     return out_i, out_l
 
 
-def augment(images: np.ndarray, labels: np.ndarray, rng):
-    """In-plane rotations/flips and intensity jitter; images (B, C, H, W), labels (B, H, W)."""
+def augment(images: np.ndarray, labels: np.ndarray, rng, z_flip_fraction=0.0):
+    """In-plane rotations/flips and intensity jitter; images (B, C, H, W), labels (B, H, W).
+
+    A `z_flip_fraction` of the patches also get their context slices in reverse order: a cell mirrored
+    in z is imaged with the same missing wedge (symmetric about the xy plane) and the same CTF.
+    """
     out_i, out_l = np.empty_like(images), np.empty_like(labels)
     n = len(images)
     turns, flips = rng.integers(4, size=n), rng.random(n) < 0.5
+    z_flips = rng.random(n) < z_flip_fraction if z_flip_fraction > 0 else np.zeros(n, bool)
     for b in range(n):
-        img, lab = np.rot90(images[b], turns[b], axes=(1, 2)), np.rot90(labels[b], turns[b])
+        img = images[b][::-1] if z_flips[b] else images[b]
+        img, lab = np.rot90(img, turns[b], axes=(1, 2)), np.rot90(labels[b], turns[b])
         out_i[b], out_l[b] = (img[:, :, ::-1], lab[:, ::-1]) if flips[b] else (img, lab)
     # gain and offset per patch; extra Gaussian noise on 30% of them, at a random strength
     out_i *= rng.uniform(0.75, 1.3, n).astype(np.float32)[:, None, None, None]
@@ -257,7 +264,7 @@ def make_training_batch(sampler: PatchSampler, config: TrainConfig, rng):
     imgs, labs = sampler.batch(config.batch_size)
     if sampler.margin:
         imgs, labs = warp_patches(imgs, labs, config.patch, rng, config.warp_fraction, config.warp_scale)
-    imgs, labs = augment(imgs, labs, rng)
+    imgs, labs = augment(imgs, labs, rng, config.z_flip_fraction)
     return torch.from_numpy(np.ascontiguousarray(imgs)), torch.from_numpy(labs.astype(np.int64))
 
 

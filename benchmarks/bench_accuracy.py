@@ -43,6 +43,10 @@ LEVERS = {  # name: TrainConfig overrides (+ "train_seed"); the first two run by
     "2d": {"context_slices": 1},
     "default-seed7": {"seed": 7},
     "default-train-seed2": {"train_seed": 2},
+    # slices of the context in reverse order for half of the patches (a valid mirror: see train.augment)
+    "zflip": {"z_flip_fraction": 0.5},
+    "zflip-seed7": {"z_flip_fraction": 0.5, "seed": 7},
+    "zflip-train-seed2": {"z_flip_fraction": 0.5, "train_seed": 2},
     "2d-seed7": {"context_slices": 1, "seed": 7},
     "2d-train-seed2": {"context_slices": 1, "train_seed": 2},
     # without and with arbitrary-angle rotation / rescaling ("warp"), measured on the 2D model
@@ -73,14 +77,16 @@ def run_lever(name, overrides, minutes, cells, work):
                precision=trained["precision"])
     for label, options in (("no_z_merge", dict(z_smooth=0)), ("default_inference", {})):
         predictor = Predictor.from_file(path, **options)
-        cm = np.zeros((len(classes) + 1,) * 2, np.int64)
+        matrices = []
         for seed in TEST_SEEDS:
             t, truth = cells(seed)
             pred = predictor.predict_block(t, predictor.info.normalization_for(t), halo=0)
-            cm += confusion_matrix(truth, pred, len(classes) + 1)
-        scores = scores_from_confusion(cm, classes)
+            matrices.append(confusion_matrix(truth, pred, len(classes) + 1))
+        scores = scores_from_confusion(sum(matrices), classes)
         row[label] = dict(mean_dice=round(scores["mean_dice"], 4),
                           **{k: round(v["dice"], 3) for k, v in scores["classes"].items()})
+        # each cell's own mean Dice (cell 1001 alone is bench_vs_tomoseg.py's single test cell)
+        row[label]["mean_dice_per_cell"] = [round(scores_from_confusion(m, classes)["mean_dice"], 4) for m in matrices]
     return row
 
 
@@ -117,7 +123,8 @@ def main():
         row.update(date=time.strftime("%Y-%m-%d %H:%M"), minutes=args.minutes, machine=machine, commit=commit)
         per = row["default_inference"]
         print(f"{name:<22}{row['iterations']:>7d}{row['no_z_merge']['mean_dice']:>19.3f}{per['mean_dice']:>7.3f}  "
-              + " ".join(f"{k} {v:.3f}" for k, v in per.items() if k != "mean_dice"), flush=True)
+              + " ".join(f"{k} {v:.3f}" for k, v in per.items() if k not in ("mean_dice", "mean_dice_per_cell"))
+              + f"  per cell {per['mean_dice_per_cell']}", flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "a") as f:
             f.write(json.dumps(row) + "\n")

@@ -78,6 +78,19 @@ def test_augmentation_turns_images_and_labels_together_and_varies_intensity():
     assert 0.7 < min(gains) < 0.9 and 1.15 < max(gains) < 1.35
 
 
+def test_z_flips_reverse_the_context_slices_of_the_chosen_share_of_patches():
+    rng = np.random.default_rng(4)
+    lab = rng.integers(0, 4, (200, 8, 8)).astype(np.uint8)
+    img = (np.arange(5, dtype=np.float32)[None, :, None, None] * 10 + lab[:, None]).astype(np.float32)
+    for fraction, low, high in ((0.0, 0, 0), (0.5, 0.35, 0.65), (1.0, 1, 1)):
+        out_i, out_l = augment(img, lab, np.random.default_rng(5), fraction)
+        # the slices' order survives gain, offset and noise: the slope along the context axis says it
+        slopes = np.array([np.polyfit(np.arange(5), out_i[b].mean(axis=(1, 2)), 1)[0] for b in range(len(lab))])
+        reversed_share = np.mean(slopes < 0)
+        assert low <= reversed_share <= high
+        assert np.all(np.abs(slopes) > 5)  # each patch is a whole stack, in one order or the other
+
+
 def test_patch_crops_match_a_padded_volume_wherever_they_hang_over_the_edges():
     from annotomo.train import _crop
 
