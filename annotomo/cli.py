@@ -105,6 +105,8 @@ def _add_train(sub):
     p.add_argument("--learning-rate", type=_positive_float, default=None)
     p.add_argument("--warp-fraction", type=_fraction, default=None,
                    help="fraction of training patches rotated by a random angle and rescaled (default 0.5)")
+    p.add_argument("--z-flip-fraction", type=_fraction, default=None,
+                   help="fraction of training patches whose context slices are reversed in z (default 0.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--invert-contrast", action="store_true", help="for tomograms where dense matter is bright")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
@@ -132,7 +134,7 @@ def cmd_train(args):
                          invert_contrast=args.invert_contrast, device=args.device, precision=args.precision)
     if args.arch == "tomoseg-cnn":
         config = tomoseg_config(config)
-    for name in ("context_slices", "batch_size", "patch", "learning_rate", "warp_fraction"):
+    for name in ("context_slices", "batch_size", "patch", "learning_rate", "warp_fraction", "z_flip_fraction"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     if config.context_slices % 2 == 0:

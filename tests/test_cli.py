@@ -53,6 +53,18 @@ def test_segment_and_evaluate_through_the_cli(trained_model, small_files, tmp_pa
     assert labels.read_bytes() == before
 
 
+def test_training_options_reach_the_model_config(small_files, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "m.annotomo"
+    code = main(["train", "--tomogram", str(small_files["train_tomo"]), "--labels", str(small_files["train_labels"]),
+                 "--classes", "microtubule,ribosome,membrane,double_membrane", "--out", str(out), "--iterations", "2",
+                 "--context-slices", "3", "--warp-fraction", "0.25", "--z-flip-fraction", "0.75", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    config = json.loads(out.with_name(out.name + ".log.json").read_text())["config"]
+    assert (config["context_slices"], config["warp_fraction"], config["z_flip_fraction"]) == (3, 0.25, 0.75)
+
+
 def test_missing_file(tmp_path):
     code, _, err = run_cli("evaluate", tmp_path / "nope.mrc", tmp_path / "nope2.mrc")
     assert_clean_error(code, err, "nope.mrc", "not found")
