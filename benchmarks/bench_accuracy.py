@@ -39,14 +39,15 @@ TEST_SEEDS = (1001, 2001, 3001)
 LEVERS = {  # name: TrainConfig overrides (+ "train_seed"); the first two run by default
     # Until 2026-11-25 22:40 the default was 2D: rows named "default*" before then are 2D, "2.5d*" 5 slices.
     # Every row records the context_slices and precision it trained with.
-    "default": {},  # 2.5D (5 slices), warp 0.5, bf16 training where the CPU has it
+    "default": {},  # 2.5D (5 slices), warp 0.5, z flips 0.5, bf16 training where the CPU has it
     "2d": {"context_slices": 1},
     "default-seed7": {"seed": 7},
     "default-train-seed2": {"train_seed": 2},
-    # slices of the context in reverse order for half of the patches (a valid mirror: see train.augment)
-    "zflip": {"z_flip_fraction": 0.5},
-    "zflip-seed7": {"z_flip_fraction": 0.5, "seed": 7},
-    "zflip-train-seed2": {"z_flip_fraction": 0.5, "train_seed": 2},
+    # Since 2026-11-26 06:22 the default reverses the context slices of half the patches (z flips); these are
+    # the default without them (the rows named "zflip*" were measured with z flips off by default).
+    "no-zflip": {"z_flip_fraction": 0.0},
+    "no-zflip-seed7": {"z_flip_fraction": 0.0, "seed": 7},
+    "no-zflip-train-seed2": {"z_flip_fraction": 0.0, "train_seed": 2},
     "2d-seed7": {"context_slices": 1, "seed": 7},
     "2d-train-seed2": {"context_slices": 1, "train_seed": 2},
     # without and with arbitrary-angle rotation / rescaling ("warp"), measured on the 2D model
@@ -74,7 +75,7 @@ def run_lever(name, overrides, minutes, cells, work):
     trained = json.loads(path.with_name(path.name + ".log.json").read_text())["config"]
     row = dict(name=name, overrides=overrides, train_seed=train_seed, iterations=result.iterations,
                best_epoch=result.best["epoch"], context_slices=trained["context_slices"],
-               precision=trained["precision"])
+               precision=trained["precision"], z_flip_fraction=trained.get("z_flip_fraction", 0.0))
     for label, options in (("no_z_merge", dict(z_smooth=0)), ("default_inference", {})):
         predictor = Predictor.from_file(path, **options)
         matrices = []
