@@ -244,7 +244,8 @@ def augment(images: np.ndarray, labels: np.ndarray, rng, z_flip_fraction=0.0):
     """In-plane rotations/flips and intensity jitter; images (B, C, H, W), labels (B, H, W).
 
     A `z_flip_fraction` of the patches also get their context slices in reverse order: a cell mirrored
-    in z is imaged with the same missing wedge (symmetric about the xy plane) and the same CTF.
+    in z is imaged with the same missing wedge (symmetric about the xy plane) and, as far as the defocus
+    does not change across the section's thickness, the same CTF.
     """
     out_i, out_l = np.empty_like(images), np.empty_like(labels)
     n = len(images)
