@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from .errors import AnnotomoError
 from .modelfile import ModelInfo, load_model
 from .normalize import Normalization
-from .tiling import blending_weights, padded_size, tile_layout
+from .tiling import blending_weights, padded_size, smallest_tile, tile_layout
 from .volumes import release_pages
 
 
@@ -123,7 +123,7 @@ class Predictor:
         self.stride = int(getattr(model, "stride", 1))
         self.tile = padded_size(max(tile, self.stride), self.stride)
         self.overlap = max(overlap, self.stride)  # tiles aligned to the stride must still overlap
-        smallest = padded_size(self.overlap + self.stride + 1, self.stride)  # see tiling.tile_layout
+        smallest = smallest_tile(self.overlap, self.stride)
         if self.tile < smallest:
             raise AnnotomoError(f"--tile {tile}: tiles overlap by {self.overlap} pixels, so they must be at least "
                                 f"{smallest} pixels")

@@ -18,6 +18,12 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return [int(round(i * (size - tile) / (n - 1))) for i in range(n)] if n > 1 else [0]
 
 
+def smallest_tile(overlap: int, stride: int = 1) -> int:
+    """The smallest `max_tile` that tile_layout accepts for this overlap: on the stride grid, and longer
+    than the overlap plus the one stride it spares for rounding."""
+    return padded_size(overlap + stride + 1, stride)
+
+
 def tile_layout(size: int, max_tile: int, overlap: int, stride: int = 1) -> tuple[int, list[int]]:
     """(tile length, tile starts) covering [0, size) with as few and as small tiles as possible.
 
@@ -31,7 +37,7 @@ def tile_layout(size: int, max_tile: int, overlap: int, stride: int = 1) -> tupl
         return size, [0]
     # Spare one stride of overlap: rounding starts down to the stride may shift a tile by < stride.
     need = overlap + stride
-    if need >= max_tile:
+    if max_tile < smallest_tile(overlap, stride):
         raise ValueError(f"overlap {overlap} too large for tiles of {max_tile}")
     n = max(2, int(np.ceil((size - need) / (max_tile - need))))
     while True:

@@ -44,3 +44,12 @@ def test_tile_layout_covers_with_overlap_on_the_stride_grid(size, max_tile, over
 def test_tile_layout_shrinks_tiles_for_unbinned_slices():
     tile, starts = tile_layout(3456, 2048, 256, 32)
     assert len(starts) == 2 and tile < 1900
+
+
+def test_a_max_tile_between_the_overlap_and_the_next_stride_is_refused_not_looped_on():
+    from annotomo.tiling import smallest_tile
+
+    assert smallest_tile(256, 32) == 320
+    with pytest.raises(ValueError, match="too large"):  # 300 > 256 + 32, but no 32-multiple tile fits in it
+        tile_layout(1024, 300, 256, 32)
+    assert tile_layout(1024, 320, 256, 32)[0] == 320
