@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from annotomo import TrainConfig, simulate, train  # noqa: E402
-from annotomo.metrics import confusion_matrix, scores_from_confusion  # noqa: E402
+from annotomo.metrics import confusion_matrix  # noqa: E402
 from annotomo.predict import Predictor  # noqa: E402
 from annotomo.conventions import SYNTH_CLASSES  # noqa: E402
-from common import cpu_name, source_commit  # noqa: E402
+from common import cpu_name, score_confusions, source_commit  # noqa: E402
 
 TEST_SEEDS = (1001, 2001, 3001)
 LEVERS = {  # name: TrainConfig overrides (+ "train_seed"); the first two run by default
@@ -83,11 +83,12 @@ def run_lever(name, overrides, minutes, cells, work):
             t, truth = cells(seed)
             pred = predictor.predict_block(t, predictor.info.normalization_for(t), halo=0)
             matrices.append(confusion_matrix(truth, pred, len(classes) + 1))
-        scores = scores_from_confusion(sum(matrices), classes)
+        scored = score_confusions(matrices, classes)
+        scores = scored["pooled"]
+        # and each cell's own mean Dice (cell 1001 alone is bench_vs_tomoseg.py's single test cell)
         row[label] = dict(mean_dice=round(scores["mean_dice"], 4),
-                          **{k: round(v["dice"], 3) for k, v in scores["classes"].items()})
-        # each cell's own mean Dice (cell 1001 alone is bench_vs_tomoseg.py's single test cell)
-        row[label]["mean_dice_per_cell"] = [round(scores_from_confusion(m, classes)["mean_dice"], 4) for m in matrices]
+                          **{k: round(v["dice"], 3) for k, v in scores["classes"].items()},
+                          mean_dice_per_cell=scored["per_cell"])
     return row
 
 

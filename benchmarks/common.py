@@ -87,16 +87,22 @@ def synchronize(device):
 
 
 def score_test_cells(label_paths, truths, class_names) -> dict:
-    """Scores of segmented test cells: the first cell's (per class), all cells' pooled confusion
-    matrices', and each cell's mean Dice alone."""
-    from annotomo.metrics import confusion_matrix, scores_from_confusion
+    """score_confusions of segmented test cells' label files against their truths."""
+    from annotomo.metrics import confusion_matrix
     from annotomo.volumes import read_labels
 
-    n = len(class_names) + 1
     matrices = []
     for path, truth in zip(label_paths, truths):
         with read_labels(path) as lab:
-            matrices.append(confusion_matrix(truth, lab.data, n))
+            matrices.append(confusion_matrix(truth, lab.data, len(class_names) + 1))
+    return score_confusions(matrices, class_names)
+
+
+def score_confusions(matrices, class_names) -> dict:
+    """Scores of test cells from their confusion matrices: the first cell's (per class), all cells'
+    pooled matrices', and each cell's mean Dice alone."""
+    from annotomo.metrics import scores_from_confusion
+
     cells = [scores_from_confusion(cm, class_names) for cm in matrices]
     return dict(first=cells[0], pooled=scores_from_confusion(sum(matrices), class_names),
                 per_cell=[round(c["mean_dice"], 4) for c in cells])
