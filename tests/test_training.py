@@ -9,7 +9,7 @@ from annotomo import TrainConfig, train
 from annotomo.conventions import NOT_ANNOTATED
 from annotomo.modelfile import load_model, read_model_info
 from annotomo.predict import cpu_has_fast_bf16
-from annotomo.train import augment, warp_margin, warp_patches
+from annotomo.train import augment, cross_entropy_and_dice, warp_margin, warp_patches
 
 
 def _band_patches(n, size, width=6):
@@ -23,7 +23,7 @@ def test_warped_patches_keep_images_and_labels_aligned_at_any_angle():
     patch = 48
     size = patch + 2 * warp_margin(patch, 1.2)
     img, lab = _band_patches(64, size)
-    out_i, out_l = warp_patches(img, lab, patch, np.random.default_rng(0), 1.0, 1.2)
+    out_i, out_l = warp_patches(img, lab, patch, np.random.default_rng(0), 1.2)
     assert out_i.shape == (64, 1, patch, patch) and out_l.shape == (64, patch, patch) and out_l.dtype == np.uint8
     assert np.mean((out_i[:, 0] > 0.5) == (out_l == 1)) > 0.99
     # Not only the 4 right angles: the band's orientation (from its second moments) takes many values.
@@ -37,14 +37,20 @@ def test_warped_patches_keep_images_and_labels_aligned_at_any_angle():
     assert (out_l[:, patch // 2 - 1 : patch // 2 + 1, patch // 2 - 1 : patch // 2 + 1] == 1).all()
 
 
-def test_unwarped_patches_are_exact_central_crops():
+def test_a_margin_only_adds_pixels_around_the_same_patch(small_pair):
+    """Patches to be warped are cropped with a margin, the others without; from the same draws both are
+    the same patch at their centre."""
+    from annotomo.train import PatchSampler, load_annotated
+
+    sim = small_pair[0]
+    data = [load_annotated(sim.tomogram, sim.labels, len(sim.class_names))]
     patch, m = 32, warp_margin(32, 1.15)
-    rng = np.random.default_rng(1)
-    img = rng.normal(size=(5, 3, patch + 2 * m, patch + 2 * m)).astype(np.float32)
-    lab = rng.integers(0, 5, (5, patch + 2 * m, patch + 2 * m)).astype(np.uint8)
-    out_i, out_l = warp_patches(img, lab, patch, rng, 0.0, 1.15)
-    assert np.array_equal(out_i, img[..., m : m + patch, m : m + patch])
-    assert np.array_equal(out_l, lab[..., m : m + patch, m : m + patch])
+    plain = PatchSampler(data, 5, patch, 1, np.random.default_rng(1), margin=m).batch(6)
+    wide = PatchSampler(data, 5, patch, 1, np.random.default_rng(1), margin=m).batch(6, m)
+    assert plain[0].shape == (6, 3, patch, patch) and wide[0].shape == (6, 3, patch + 2 * m, patch + 2 * m)
+    assert np.array_equal(wide[0][..., m : m + patch, m : m + patch], plain[0])
+    assert np.array_equal(wide[1][..., m : m + patch, m : m + patch], plain[1])
+    assert PatchSampler(data, 5, patch, 1, np.random.default_rng(1)).batch(0, m)[0].shape == (0, 3, 56, 56)
 
 
 def test_not_annotated_stays_not_annotated_through_augmentation():
@@ -54,7 +60,7 @@ def test_not_annotated_stays_not_annotated_through_augmentation():
     lab = np.full((16, size, size), NOT_ANNOTATED, np.uint8)
     lab[:, : size // 2] = rng.integers(0, 3, (16, size // 2, size)).astype(np.uint8)
     img = rng.normal(size=(16, 1, size, size)).astype(np.float32)
-    out_i, out_l = augment(*warp_patches(img, lab, patch, rng, 1.0, 1.15), rng)
+    out_i, out_l = augment(*warp_patches(img, lab, patch, rng, 1.15), rng)
     assert set(np.unique(out_l)) <= {0, 1, 2, NOT_ANNOTATED}
     assert 0.3 < np.mean(out_l == NOT_ANNOTATED) < 0.7  # about half, whatever the rotation
 
@@ -89,6 +95,32 @@ def test_z_flips_reverse_the_context_slices_of_the_chosen_share_of_patches():
         reversed_share = np.mean(slopes < 0)
         assert low <= reversed_share <= high
         assert np.all(np.abs(slopes) > 5)  # each patch is a whole stack, in one order or the other
+
+
+def test_loss_is_weighted_cross_entropy_plus_soft_dice_over_annotated_pixels():
+    """The training loss against its definition written the plain way (one-hot products), values and
+    gradients, with unannotated pixels and a class absent from the batch."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 16, 16, generator=gen)
+    y = torch.randint(0, 4, (3, 16, 16), generator=gen)  # class 4 absent
+    y[:, :3] = NOT_ANNOTATED
+    weights = torch.tensor([0.5, 1.0, 2.0, 1.5, 3.0])
+
+    def plain(z):
+        ce = torch.nn.functional.cross_entropy(z, y, weight=weights, ignore_index=NOT_ANNOTATED)
+        annotated = (y != NOT_ANNOTATED).unsqueeze(1)
+        prob = torch.softmax(z, 1)[:, 1:] * annotated
+        onehot = torch.nn.functional.one_hot(torch.where(annotated[:, 0], y, 0), 5).permute(0, 3, 1, 2)[:, 1:]
+        inter, denom = (prob * onehot).sum((0, 2, 3)), prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+        present = onehot.sum((0, 2, 3)) > 0
+        assert present.tolist() == [True, True, True, False]
+        return ce + 0.7 * (1 - ((2 * inter + 1) / (denom + 1))[present].mean())
+
+    a, b = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    expected, got = plain(a), cross_entropy_and_dice(lambda x: x, b, y, weights, 0.7)
+    expected.backward()
+    got.backward()
+    assert torch.allclose(got, expected, rtol=1e-6) and torch.allclose(b.grad, a.grad, rtol=1e-4, atol=1e-8)
 
 
 def test_patch_crops_match_a_padded_volume_wherever_they_hang_over_the_edges():
