@@ -2,7 +2,8 @@
 
 Every model is trained on the same simulated tomogram with the same wall-clock budget on this machine,
 scored on a separate simulated test tomogram (another cell; also pooled with two more cells, since one
-cell's score moves with its particular features), trained and timed through the same engine (training
+cell's score moves with its particular features) and, in full mode, on a test tomogram of the typical
+bin-4 size, 94 x 864 x 864 (simulating it takes ~7 minutes and ~9 GB), trained and timed through the same engine (training
 at the machine's automatic precision: bf16 where the CPU has AMX/AVX512-BF16), timed through the same inference
 engine (annotomo's Predictor, in a fresh subprocess) at fp32 and at bf16 on 864 x 864 slices. Seconds
 for a whole 864 x 864 x 94 tomogram are extrapolated from the timed slices (time is linear in slices).
@@ -60,6 +61,8 @@ def main():
     ap.add_argument("--minutes", type=float, default=None, help="training budget per model (default 5; quick 1)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--only", nargs="*", help="run only models whose name starts with one of these")
+    ap.add_argument("--no-full-size-test", action="store_true",
+                    help="in full mode, skip the 94 x 864 x 864 test tomogram (quick mode always does)")
     ap.add_argument("--json", default=None)
     add_child_arguments(ap)
     args = ap.parse_args()
@@ -76,6 +79,17 @@ def main():
     for name, s in (("train", train_sim), *test_sims.items()):
         write_volume(work / f"{name}_tomo.mrc", s.tomogram, (28.0,) * 3)
         write_volume(work / f"{name}_labels.mrc", s.labels, (28.0,) * 3)
+    # The full-size test tomogram: the size users segment (a cell of 64 x 256 x 256 holds ~3 microtubules,
+    # so its score moves with each one; see README). Cell seed + 1000 at that field of view.
+    full_test = None
+    if not args.quick and not args.no_full_size_test:
+        t = time.perf_counter()
+        s = simulate(shape=BIN4, seed=args.seed + 1000)
+        write_volume(work / "full_test_tomo.mrc", s.tomogram, (28.0,) * 3)
+        full_test = dict(labels=s.labels, simulate_seconds=time.perf_counter() - t)
+        del s
+        print(f"simulated the {'x'.join(map(str, BIN4))} test tomogram in {full_test['simulate_seconds']:.0f} s",
+              flush=True)
     # fp32 is timed on several 864 x 864 slices; bf16 on two (without AMX/AVX512-BF16 it is slow).
     timed = dict(fp32=2 if args.quick else 4, bf16=2)
     timing_tomo = {}
@@ -111,6 +125,12 @@ def main():
                    mean_dice=scores["mean_dice"], dice={k: v["dice"] for k, v in scores["classes"].items()},
                    mean_dice_3_cells=scores3["mean_dice"], mean_dice_per_cell=per_cell,
                    dice_3_cells={k: v["dice"] for k, v in scores3["classes"].items()})
+        if full_test is not None:
+            written = segment(path, [work / "full_test_tomo.mrc"], work / f"seg_full_{len(rows)}", overwrite=True,
+                              progress=False, log=lambda *a: None)
+            full = score_test_cells([written[0]["labels"]], [full_test["labels"]], classes)["first"]
+            row["full_size_test"] = dict(mean_dice=full["mean_dice"],
+                                         dice={k: v["dice"] for k, v in full["classes"].items()})
         for precision, n in timed.items():
             r = child(path, timing_tomo[precision], work / f"time_{len(rows)}_{precision}", dict(precision=precision))
             voxels = n * BIN4[1] * BIN4[2]
@@ -119,7 +139,8 @@ def main():
                                   gflops=row["flops_per_voxel"] * voxels / r["seconds"] / 1e9)
         rows.append(row)
         print(f"   {result.iterations} iterations, mean Dice {scores['mean_dice']:.3f} "
-              f"(3 cells pooled {scores3['mean_dice']:.3f}), "
+              f"(3 cells pooled {scores3['mean_dice']:.3f}"
+              + (f"; full-size test {row['full_size_test']['mean_dice']:.3f}" if full_test else "") + "), "
               f"fp32 {row['fp32']['mvox_per_s']:.2f} Mvox/s, bf16 {row['bf16']['mvox_per_s']:.2f} Mvox/s", flush=True)
 
     base = next((r for r in rows if r["arch"] == "tomoseg-cnn"), None)
@@ -132,6 +153,9 @@ def main():
                   data=dict(train_seed=args.seed, test_seed=args.seed + 1000,
                             pooled_test_seeds=[args.seed + 1000 * k for k in (1, 2, 3)],
                             shape=list(train_sim.tomogram.shape),
+                            full_size_test=dict(shape=list(BIN4), seed=args.seed + 1000,
+                                                simulate_seconds=round(full_test["simulate_seconds"], 1))
+                            if full_test else None,
                             pixel_size=28.0), matmul_peak_gflops=peaks, timed_slice_shape=list(BIN4[1:]),
                   timed_slices=timed, models=rows)
     print()
@@ -139,13 +163,14 @@ def main():
           f"GFLOP/s; training budget {minutes:g} min per model")
     names = list(rows[0]["dice"]) if rows else []
     head = f"{'model':<31}{'params':>8}{'kFLOP/vox':>10}{'iters':>7}" + "".join(f"{n[:8]:>9}" for n in names)
-    head += f"{'mean':>7}{'3 cells':>8}{'fp32 Mv/s':>10}{'864x94 s':>9}{'x CNN':>7}{'bf16 Mv/s':>10}{'x CNN':>7}{'RSS MB':>8}"
+    head += f"{'mean':>7}{'3 cells':>8}{'full':>7}{'fp32 Mv/s':>10}{'864x94 s':>9}{'x CNN':>7}{'bf16 Mv/s':>10}{'x CNN':>7}{'RSS MB':>8}"
     print(head)
     for r in rows:
         line = f"{r['model']:<31}{r['params'] / 1e6:>7.2f}M{r['flops_per_voxel'] / 1e3:>10.1f}{r['iterations']:>7d}"
         line += "".join(f"{r['dice'][n]:>9.3f}" for n in names)
         f32, b16 = r["fp32"], r["bf16"]
-        line += (f"{r['mean_dice']:>7.3f}{r['mean_dice_3_cells']:>8.3f}{f32['mvox_per_s']:>10.2f}{f32['bin4_seconds']:>9.1f}"
+        full = r.get("full_size_test", {}).get("mean_dice", float("nan"))
+        line += (f"{r['mean_dice']:>7.3f}{r['mean_dice_3_cells']:>8.3f}{full:>7.3f}{f32['mvox_per_s']:>10.2f}{f32['bin4_seconds']:>9.1f}"
                  f"{(f32['speedup_vs_tomoseg'] or float('nan')):>7.1f}{b16['mvox_per_s']:>10.2f}"
                  f"{(b16['speedup_vs_tomoseg'] or float('nan')):>7.1f}{f32['peak_rss_mb']:>8.0f}")
         print(line)
