@@ -5,14 +5,19 @@ the order named, 255 = not annotated; pixel sizes in Angstrom; raw tomograms sho
 
 Python API:
     annotomo.simulate(...)            -> SyntheticTomogram (arrays)
-    annotomo.synthesize(prefix, ...)  -> writes PREFIX_tomo.mrc, PREFIX_labels.mrc
+    annotomo.synthesize(prefix, ...)  -> writes PREFIX_tomo.mrc, PREFIX_labels.mrc, ...
     annotomo.train(tomograms, labels, class_names, out, TrainConfig(...))
-    annotomo.segment(model_path, tomograms, outdir, probabilities=False)
+    annotomo.segment(model, tomograms, outdir, probabilities=False)
     annotomo.evaluate(prediction_path, truth_path)
     annotomo.Predictor.from_file(model_path).predict_block(block, normalization)
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("annotomo")  # the one version source is pyproject.toml
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 from .api import evaluate, segment, synthesize  # noqa: E402
 from .errors import AnnotomoError, InputError  # noqa: E402
@@ -21,7 +26,7 @@ from .modelfile import load_model, read_model_info  # noqa: E402
 from .normalize import robust_normalization  # noqa: E402
 from .predict import Predictor  # noqa: E402
 from .synth import simulate  # noqa: E402
-from .train import TrainConfig, train  # noqa: E402
+from .training import TrainConfig, train  # noqa: E402
 
 __all__ = ["AnnotomoError", "InputError", "Predictor", "TrainConfig", "evaluate", "load_model", "read_model_info",
            "robust_normalization", "segment", "segmentation_scores", "simulate", "synthesize", "train"]

@@ -17,7 +17,9 @@ from .errors import AnnotomoError, InputError
 from .metrics import format_scores, segmentation_scores
 from .postprocess import Picks, remove_small_components, write_picks
 from .predict import Predictor
-from .volumes import atomic_path, check_output_path, open_volume, read_labels, volume_writer, write_volume
+from .resample import needs_resampling, resample_to_pixel_size
+from .atomic import atomic_path
+from .volumes import check_output_path, open_volume, read_labels, volume_writer, write_volume
 
 
 OUTPUT_FORMATS = {"mrc": ".mrc", "zarr": ".ome.zarr"}
@@ -83,7 +85,8 @@ def segment(model, tomograms, outdir, probabilities=False, overwrite=False, prog
                 results.append({k: str(v) for k, v in paths.items()})
                 continue
             with ExitStack() as stack:
-                labels = stack.enter_context(volume_writer(paths["labels"], vol.shape, np.uint8, vol.voxel_size, vol.origin))
+                labels = stack.enter_context(volume_writer(paths["labels"], vol.shape, np.uint8, vol.voxel_size, vol.origin,
+                                                          info.class_names))
                 probs = [stack.enter_context(volume_writer(paths[n], vol.shape, np.float32, vol.voxel_size, vol.origin))
                          for n in info.class_names] if probabilities else None
                 try:
@@ -96,21 +99,6 @@ def segment(model, tomograms, outdir, probabilities=False, overwrite=False, prog
         log(f"{vol.path} -> {paths['labels']}" + (f" (+ {len(info.class_names)} probability maps)" if probabilities else ""))
         results.append({k: str(v) for k, v in paths.items()})
     return results
-
-
-def needs_resampling(model_pixel_size, pixel_size, tolerance=0.05) -> bool:
-    """True when a tomogram's pixel size differs from the model's by more than `tolerance` (relative)."""
-    return bool(model_pixel_size and pixel_size and abs(pixel_size / model_pixel_size - 1) > tolerance)
-
-
-def resample_to_pixel_size(volume, voxel_size, pixel_size):
-    """Trilinear resampling of a (z, y, x) volume from `voxel_size` (z, y, x) to an isotropic `pixel_size`."""
-    from scipy import ndimage
-
-    factors = [v / pixel_size for v in voxel_size]
-    shape = [max(2, int(round(n * f))) for n, f in zip(volume.shape, factors)]
-    zoom = [s / n for s, n in zip(shape, volume.shape)]
-    return ndimage.zoom(np.asarray(volume, dtype=np.float32), zoom, order=1, mode="nearest", grid_mode=True)
 
 
 def _min_voxels_by_index(min_size, class_names) -> dict[int, int]:
@@ -147,7 +135,7 @@ def _segment_resampled(predictor, vol, norm, paths, probabilities, min_voxels=No
     labels = np.argmax(np.concatenate([background[None], back]), axis=0).astype(np.uint8)
     if min_voxels:
         _log_cleanup(remove_small_components(labels, min_voxels), predictor.info.class_names, log)
-    write_volume(paths["labels"], labels, vol.voxel_size, vol.origin)
+    write_volume(paths["labels"], labels, vol.voxel_size, vol.origin, predictor.info.class_names)
     if probabilities:
         for name, p in zip(predictor.info.class_names, back):
             write_volume(paths[name], np.clip(p, 0, 1).astype(np.float32), vol.voxel_size, vol.origin)
@@ -159,7 +147,13 @@ def evaluate(prediction, truth, class_names=None, json_path=None) -> dict:
     true = read_labels(truth, expected_shape=pred.shape)
     with pred, true:
         n = int(max(np.max(np.asarray(pred.data)), np.max(np.where(true.data == 255, 0, true.data))))
-        names = list(class_names) if class_names else [f"class_{k}" for k in range(1, max(n, 1) + 1)]
+        stored = true.class_names or pred.class_names
+        if class_names:
+            names = list(class_names)
+        elif stored and len(stored) >= n:
+            names = list(stored)
+        else:
+            names = [f"class_{k}" for k in range(1, max(n, 1) + 1)]
         scores = segmentation_scores(true.data, pred.data, names)
     if json_path:
         with atomic_path(json_path) as tmp:
@@ -182,7 +176,7 @@ def synthesize(prefix, preview=False, overwrite=False, log=print, **simulate_opt
     result = synth.simulate(**simulate_options)
     vs = (result.pixel_size,) * 3
     write_volume(paths["tomogram"], result.tomogram, vs)
-    write_volume(paths["labels"], result.labels, vs)
+    write_volume(paths["labels"], result.labels, vs, class_names=result.class_names)
     centres = np.asarray(result.ribosome_centres, dtype=float).reshape(-1, 3)
     write_picks(Picks(centres, None, result.pixel_size), paths["ribosomes_star"], paths["ribosomes"])
     if preview:

@@ -91,13 +91,17 @@ def _add_train(sub):
                                    "OUT.training.png.")
     p.add_argument("--tomogram", action="append", required=True, help="training tomogram (repeatable)")
     p.add_argument("--labels", action="append", required=True, help="its labels (one per --tomogram)")
-    p.add_argument("--classes", required=True, help="comma-separated feature names, label 1 first")
+    p.add_argument("--classes", help="comma-separated feature names, label 1 first (default: the names stored in "
+                                      "the labels file, or those of the --init model)")
     p.add_argument("--out", required=True, help="model file to write (e.g. model.annotomo)")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start from this model file or built-in model (fine-tuning): keeps its architecture, "
+                        "context slices, contrast and pixel size")
     p.add_argument("--val-tomogram", action="append", default=[], help="validation tomogram (repeatable)")
     p.add_argument("--val-labels", action="append", default=[], help="its labels")
     p.add_argument("--minutes", type=_positive_float, default=5.0, help="training time budget (default 5)")
     p.add_argument("--iterations", type=_positive_int, help="train exactly this many iterations instead")
-    p.add_argument("--arch", default="unet", help="unet (default), unet-original or tomoseg-cnn")
+    p.add_argument("--arch", default=None, help="unet (default), unet-original or tomoseg-cnn")
     p.add_argument("--context-slices", type=_positive_int, default=None,
                    help="slices fed to the network (odd; default 5 = the slice and 2 on each side; 1 = 2D)")
     p.add_argument("--batch-size", type=_positive_int, default=None)
@@ -119,20 +123,20 @@ def _add_train(sub):
 
 
 def cmd_train(args):
-    from .train import TrainConfig, train
-    from .volumes import check_output_path
+    from .training import TrainConfig, tomoseg_config, train
 
-    classes = _class_list(args.classes)
     if len(args.val_tomogram) != len(args.val_labels):
         raise AnnotomoError("give one --val-labels per --val-tomogram")
-    inputs = args.tomogram + args.labels + args.val_tomogram + args.val_labels
-    if not args.resume:
-        check_output_path(args.out, inputs=inputs, overwrite=args.overwrite)
-    else:
-        check_output_path(args.out, inputs=inputs, overwrite=True)
-    config = TrainConfig(arch=args.arch, minutes=args.minutes, iterations=args.iterations, seed=args.seed,
+    if args.init:
+        fixed = [f"--{n.replace('_', '-')}" for n in ("arch", "context_slices") if getattr(args, n) is not None]
+        fixed += ["--invert-contrast"] if args.invert_contrast else []
+        if fixed:
+            raise AnnotomoError(f"--init {args.init}: fine-tuning keeps the model's architecture, context slices and "
+                                f"contrast; drop {', '.join(fixed)}")
+    classes = _training_classes(args)
+    config = TrainConfig(arch=args.arch or "unet", minutes=args.minutes, iterations=args.iterations, seed=args.seed,
                          invert_contrast=args.invert_contrast, device=args.device, precision=args.precision)
-    if args.arch == "tomoseg-cnn":
+    if config.arch == "tomoseg-cnn":
         config = tomoseg_config(config)
     for name in ("context_slices", "batch_size", "patch", "learning_rate", "warp_fraction", "z_flip_fraction"):
         if getattr(args, name) is not None:
@@ -141,8 +145,8 @@ def cmd_train(args):
         raise AnnotomoError(f"--context-slices must be odd (the slice plus equal context each side), got "
                             f"{config.context_slices}")
     result = train(args.tomogram, args.labels, classes, args.out, config,
-                   validation=list(zip(args.val_tomogram, args.val_labels)), progress=not args.quiet,
-                   resume=args.resume)
+                   validation=list(zip(args.val_tomogram, args.val_labels, strict=True)), progress=not args.quiet,
+                   resume=args.resume, overwrite=args.overwrite, init=args.init)
     best = result.best
     if result.interrupted:
         return EXIT_INTERRUPTED
@@ -151,12 +155,21 @@ def cmd_train(args):
     print(f"wrote {args.out} (+ .log.json, .training.png)")
 
 
-def tomoseg_config(config):
-    """Training settings of EMAN2 tomoseg's CNN (2D, 64-pixel boxes, batch 20, Adam at 1e-4)."""
-    config.context_slices, config.patch, config.batch_size, config.learning_rate = 1, 64, 20, 1e-4
-    config.weight_decay = 0.0
-    config.warp_fraction, config.warp_scale = 1.0, 1.0  # every box at a random angle, no rescaling
-    return config
+def _training_classes(args) -> list[str]:
+    """--classes, else the feature names stored in the first labels file, else those of the --init model."""
+    if args.classes:
+        return _class_list(args.classes)
+    from .volumes import read_class_names
+
+    stored = read_class_names(args.labels[0])
+    if stored:
+        return stored
+    if args.init:
+        from .modelfile import read_model_info
+
+        return list(read_model_info(args.init).class_names)
+    raise AnnotomoError(f"{args.labels[0]}: no feature names stored in the labels file; give --classes "
+                        "(comma-separated, label 1 first)")
 
 
 def _add_segment(sub):
@@ -253,7 +266,7 @@ def cmd_evaluate(args):
 
 def _evaluate_picks(args):
     from .postprocess import read_centres, score_picks
-    from .volumes import atomic_path
+    from .atomic import atomic_path
 
     centres = [read_centres(path) for path in (args.prediction, args.truth)]
     scores = score_picks(centres[0], centres[1], args.radius)
@@ -286,16 +299,16 @@ def _add_pick(sub):
 def cmd_pick(args):
     from .modelfile import read_model_info
     from .postprocess import pick_particles, write_picks
-    from .volumes import check_output_path, read_labels
+    from .volumes import check_output_path, read_class_names, read_labels
 
     if args.class_.isdigit():
         index = int(args.class_)
     else:
         names = (_class_list(args.classes) if args.classes
-                 else read_model_info(args.model).class_names if args.model else None)
+                 else read_model_info(args.model).class_names if args.model else read_class_names(args.segmentation))
         if names is None:
-            raise AnnotomoError(f"--class {args.class_}: give --classes or --model to resolve a class name "
-                                "(or give the label value)")
+            raise AnnotomoError(f"--class {args.class_}: {args.segmentation} stores no feature names; give --classes "
+                                "or --model to resolve a class name (or give the label value)")
         if args.class_ not in names:
             raise AnnotomoError(f"--class {args.class_} is not one of {','.join(names)}")
         index = names.index(args.class_) + 1

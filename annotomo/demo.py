@@ -14,7 +14,7 @@ from pathlib import Path
 from .api import evaluate, segment, synthesize
 from .conventions import SYNTH_CLASSES
 from .metrics import format_scores
-from .train import TrainConfig, train
+from .training import TrainConfig, train
 from .volumes import open_volume, read_labels
 
 
@@ -27,7 +27,7 @@ def run_demo(outdir: Path, minutes: float = 3.0, seed: int = 1, log=print) -> di
     model_path = outdir / "model.annotomo"
     log(f"2/4 training the U-Net for {minutes:g} min on {train_paths['tomogram']}")
     result = train([train_paths["tomogram"]], [train_paths["labels"]], list(SYNTH_CLASSES), model_path,
-                   TrainConfig(minutes=minutes), log=log)
+                   TrainConfig(minutes=minutes), log=log, overwrite=True)
     log(f"    {result.iterations} iterations; wrote {model_path} and its training curves")
     log(f"3/4 segmenting {test_paths['tomogram']}")
     written = segment(model_path, [test_paths["tomogram"]], outdir / "segmented", overwrite=True, log=log)[0]

@@ -16,12 +16,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .conventions import MODEL_SUFFIX
 from .errors import InputError
 from .models import build_model
-from .volumes import atomic_path
+from .atomic import atomic_path
 
 FORMAT_VERSION = 1
 _KEY = "annotomo"
+BUILTIN_FOLDER = Path(__file__).resolve().parent / "builtin"
 
 
 @dataclass
@@ -73,11 +75,35 @@ def save_model(path, model: torch.nn.Module, info: ModelInfo, extra_tensors: dic
         save_file(tensors, str(tmp), metadata={_KEY: info.to_json()})
 
 
+def builtin_models() -> dict[str, Path]:
+    """The models shipped inside the package: {name: file}."""
+    return {p.name[: -len(MODEL_SUFFIX)]: p for p in sorted(BUILTIN_FOLDER.glob(f"*{MODEL_SUFFIX}"))}
+
+
+def resolve_model(spec) -> Path:
+    """The file of a model given as a path or as the name of a built-in model (a path wins)."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    return builtin_models().get(str(spec), path)
+
+
+def model_label(spec) -> str:
+    """How messages and provenance name a model: the built-in name, or the path as given."""
+    path = Path(spec)
+    return str(spec) if not path.exists() and str(spec) in builtin_models() else str(path)
+
+
 def read_model_info(path) -> ModelInfo:
-    """Read and validate the metadata of a model file (no tensors are loaded)."""
-    path = Path(path)
+    """Read and validate the metadata of a model file, or of a built-in model by name (no tensors loaded).
+
+    Raises:
+        InputError: the file is missing, damaged, not an annotomo model, or of a newer format.
+    """
+    path = resolve_model(path)
     if not path.exists():
-        raise InputError(path, "model file not found")
+        names = ", ".join(builtin_models()) or "none"
+        raise InputError(path, f"model file not found (nor a built-in model: {names}; see `annotomo models`)")
     if path.is_dir():
         raise InputError(path, "is a directory, expected an annotomo model file")
     try:
@@ -106,8 +132,13 @@ def read_model_info(path) -> ModelInfo:
 
 
 def load_model(path, extra_prefix: str = "_") -> tuple[torch.nn.Module, ModelInfo]:
-    """Rebuild the network described by `path` and load its weights (CPU, eval mode)."""
+    """Rebuild the network described by `path` (a file or a built-in name); load its weights (CPU, eval mode).
+
+    Raises:
+        InputError: the file is missing, damaged or does not match its architecture.
+    """
     info = read_model_info(path)
+    path = resolve_model(path)
     try:
         model = info.build()
     except (ValueError, TypeError) as exc:

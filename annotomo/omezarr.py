@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import temporary_sibling
 from .errors import AnnotomoError, InputError
 
 ZARR_SUFFIX = ".zarr"
@@ -41,7 +41,8 @@ def _zarr():
 
 
 def read_ome_zarr(path):
-    """(array, voxel_size or None, origin) of an OME-Zarr group or a bare zarr array, read lazily."""
+    """(array, voxel_size or None, origin, class names or None) of an OME-Zarr group or a bare zarr array,
+    read lazily. Class names are those annotomo stores with label volumes (attributes["annotomo"])."""
     zarr = _zarr()
     path = Path(path)
     try:
@@ -49,15 +50,16 @@ def read_ome_zarr(path):
     except Exception as exc:  # noqa: BLE001 - zarr raises many kinds for unreadable stores
         raise InputError(path, f"cannot be read as zarr ({exc})") from None
     if isinstance(node, zarr.Array):
-        return node, None, (0.0, 0.0, 0.0)
+        return node, None, (0.0, 0.0, 0.0), None
     attrs = dict(node.attrs)
+    names = (attrs.get("annotomo") or {}).get("class_names") or None
     multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
     if not multiscales:
         arrays = [name for name, _ in node.arrays()]
         if len(arrays) != 1:
             raise InputError(path, f"zarr group without OME-NGFF 'multiscales' metadata and with {len(arrays)} "
                              "arrays; expected an OME-Zarr image")
-        return node[arrays[0]], None, (0.0, 0.0, 0.0)
+        return node[arrays[0]], None, (0.0, 0.0, 0.0), names
     image = multiscales[0]
     level = image["datasets"][0]
     try:
@@ -93,7 +95,7 @@ def read_ome_zarr(path):
         origin = tuple(float(translation[i] * f) for i, f in zip(order, factor))
     else:  # no or unknown unit: sizes are not known in Angstrom
         voxel_size, origin = None, (0.0, 0.0, 0.0)
-    return data, voxel_size, origin
+    return data, voxel_size, origin, names
 
 
 class _Squeezed:
@@ -137,14 +139,14 @@ def _chunks(shape, dtype):
 
 
 @contextlib.contextmanager
-def ome_zarr_writer(path, shape, dtype, voxel_size, origin=None):
+def ome_zarr_writer(path, shape, dtype, voxel_size, origin=None, class_names=None):
     """Stream an OME-Zarr image to `path`: yields a writable (z, y, x) zarr array.
 
     Written into a temporary folder beside `path`, which replaces `path` only when the block completes.
     """
     zarr = _zarr()
     path = Path(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent or "."))
+    tmp = temporary_sibling(path, directory=True)
     try:
         try:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
@@ -154,7 +156,10 @@ def ome_zarr_writer(path, shape, dtype, voxel_size, origin=None):
             raise AnnotomoError(f"{path}: cannot write output ({exc.strerror or exc})") from None
         yield array
         try:
-            root.attrs.update(ngff_metadata(path.name, voxel_size, origin))
+            attrs = ngff_metadata(path.name, voxel_size, origin)
+            if class_names:
+                attrs["annotomo"] = {"class_names": list(class_names)}
+            root.attrs.update(attrs)
         except OSError as exc:
             raise AnnotomoError(f"{path}: cannot write output ({exc.strerror or exc})") from None
         _replace_folder(tmp, path)
@@ -167,7 +172,7 @@ def _replace_folder(new: Path, path: Path):
     """Move folder `new` to `path`, replacing an existing `path` (kept until the move succeeded)."""
     old = None
     if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent or "."))
+        old = temporary_sibling(path, ".old", directory=True)
         os.replace(path, old / "x")
     try:
         os.replace(new, path)

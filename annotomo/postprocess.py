@@ -18,7 +18,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .errors import InputError
-from .volumes import atomic_path
+from .atomic import atomic_path
 
 
 @dataclass

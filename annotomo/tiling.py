@@ -1,8 +1,10 @@
-"""Pure geometry of sliding-window inference: where tiles start and how overlapping tiles are blended."""
+"""Sliding-window inference in the slice plane: where tiles start (pure geometry), how overlapping
+tiles are weighted, and a small blender that accumulates tiles into one probability map."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -71,3 +73,59 @@ def blending_weights(shape, sigma_fraction: float = 0.125, floor: float = 1e-3) 
 def padded_size(size: int, stride: int) -> int:
     """The smallest multiple of `stride` that is >= size."""
     return -(-size // stride) * stride
+
+
+class TileBlender:
+    """Blends overlapping tiles of a batch of slices into one map of log-probabilities.
+
+    Built once per (padded) slice size: the layout (`tile_layout`) and the Gaussian weights are the same
+    for every slice. For each batch: `start`, then `add` each tile's class probabilities at its window
+    (in any order), then `result` gives the log of the weighted mean per pixel, (batch, classes, height,
+    width), channels-last in memory like the network's own output.
+
+    Probabilities are blended, not logits: near a tile's edge logits can be large, and even a small
+    weight on a large logit would show as a seam.
+
+    Example:
+        >>> blender = TileBlender(640, 640, max_tile=384, overlap=256, stride=32)
+        >>> len(blender.windows())
+        4
+    """
+
+    def __init__(self, height: int, width: int, max_tile: int, overlap: int, stride: int = 1, device="cpu"):
+        (self.tile_height, self.ys), (self.tile_width, self.xs) = (
+            tile_layout(n, max_tile, overlap, stride) for n in (height, width)
+        )
+        self.height, self.width = height, width
+        self.weight = torch.from_numpy(blending_weights((self.tile_height, self.tile_width))).to(device)
+        total = torch.zeros((height, width), device=device)
+        for rows, cols in self.windows():
+            total[rows, cols] += self.weight
+        self.inverse_total = total.reciprocal_()
+        self._sum = None
+
+    def windows(self) -> list[tuple[slice, slice]]:
+        """The (rows, columns) of every tile, row by row."""
+        return [
+            (slice(y0, y0 + self.tile_height), slice(x0, x0 + self.tile_width)) for y0 in self.ys for x0 in self.xs
+        ]
+
+    def start(self, batch: int, classes: int, dtype=torch.float32):
+        """Begin a batch of `batch` slices with `classes` channels, accumulated in `dtype`."""
+        self._sum = torch.zeros(
+            (batch, self.height, self.width, classes), device=self.inverse_total.device, dtype=dtype
+        ).permute(0, 3, 1, 2)
+
+    def add(self, window: tuple[slice, slice], probabilities: torch.Tensor):
+        """Accumulate one tile's (batch, classes, tile_height, tile_width) probabilities (scaled in place)."""
+        probabilities.mul_(self.weight)
+        self._sum[:, :, window[0], window[1]] += probabilities.to(self._sum.dtype)
+
+    def result(self) -> torch.Tensor:
+        """Log of the blended probabilities; normalised band by band, so no full float32 copy is made."""
+        blended, self._sum = self._sum, None
+        band = max(1, (1 << 22) // self.width)
+        for y0 in range(0, self.height, band):
+            part = blended[:, :, y0 : y0 + band]
+            part.copy_(part.float().mul_(self.inverse_total[y0 : y0 + band]).clamp_(min=1e-12).log_())
+        return blended

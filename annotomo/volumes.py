@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import AnnotomoError, InputError
 from .omezarr import is_zarr_path, ome_zarr_writer, read_ome_zarr
 
@@ -38,6 +38,7 @@ class Volume:
     path: Path
     mode: int | None = None
     _handle: object = None
+    class_names: list[str] | None = None  # feature names stored in a label file (label 1 first), if any
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -150,8 +151,9 @@ def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> V
     if not path.exists():
         raise InputError(path, "file not found")
     if is_zarr_path(path):
-        data, voxel_size, origin = read_ome_zarr(path)
-        return _checked(Volume(data=data, voxel_size=voxel_size, origin=origin, path=path), min_slices, pixel_size)
+        data, voxel_size, origin, names = read_ome_zarr(path)
+        vol = Volume(data=data, voxel_size=voxel_size, origin=origin, path=path, class_names=names)
+        return _checked(vol, min_slices, pixel_size)
     if path.is_dir():
         raise InputError(path, "is a directory, expected an MRC file")
     suffix = path.suffix.lower()
@@ -192,7 +194,7 @@ def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> V
         data = data.view(np.uint8)
     origin = mrc.header.origin
     vol = Volume(data=data, voxel_size=_voxel_size_from(mrc), origin=(float(origin.z), float(origin.y),
-                 float(origin.x)), path=path, mode=mode, _handle=mrc)
+                 float(origin.x)), path=path, mode=mode, _handle=mrc, class_names=class_names_from_labels(mrc.get_labels()))
     if data.size == 0:
         shape = tuple(int(mrc.header[k]) for k in ("nz", "ny", "nx"))
         mrc.close()
@@ -280,35 +282,30 @@ def _set_imod_unsigned(mrc):
 
 
 def check_output_path(path, inputs=(), overwrite: bool = False) -> Path:
-    """Refuse an output that is an input, that exists (without overwrite) or whose folder is unusable."""
+    """Refuse an output that is an input, that exists (without overwrite) or whose folder is unusable.
+
+    Raises:
+        InputError: naming the path and the problem.
+    """
     path = Path(path)
     for inp in inputs:
         if path.resolve() == Path(inp).resolve():
             raise InputError(path, "output path is the same as an input; choose another output")
-    if path.exists() and not overwrite:
-        raise InputError(path, "output exists; use --overwrite to replace it")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.exists():
+        existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise InputError(existing, "is a file, not a folder: cannot write an output under it")
         raise InputError(folder, "output folder does not exist")
+    if not folder.is_dir():
+        raise InputError(folder, "is a file, not a folder: cannot write an output under it")
+    if path.is_dir() and not is_zarr_path(path):
+        raise InputError(path, "output path is an existing folder")
+    if path.exists() and not overwrite:
+        raise InputError(path, "output exists; use --overwrite to replace it")
     if not os.access(folder, os.W_OK):
         raise InputError(folder, "output folder is not writable")
     return path
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent or ".")
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _mrc_mode_for(dtype) -> int:
@@ -326,7 +323,48 @@ def _mrc_mode_for(dtype) -> int:
     raise ValueError(f"cannot write dtype {dtype} to MRC")
 
 
-def _fill_header(mrc, voxel_size, origin, labels_unsigned: bool):
+_CLASSES_RECORD = "annotomo-classes "  # MRC header label records holding feature names, comma-separated
+_LABELS_NOTE = "annotomo labels: 0 background, 1..N features (annotomo-classes), 255 unannotated"
+
+
+def class_name_records(class_names) -> list[str]:
+    """MRC header label records (80 characters at most, 9 at most) holding the feature names, label 1 first.
+
+    Raises:
+        ValueError: the names do not fit in the header's 9 free records.
+    """
+    records, current = [], []
+    room = 80 - len(_CLASSES_RECORD)
+    for name in class_names:
+        if len(name) > room:
+            raise ValueError(f"feature name {name!r} is longer than {room} characters")
+        if current and len(",".join([*current, name])) > room:
+            records.append(_CLASSES_RECORD + ",".join(current))
+            current = []
+        current.append(name)
+    if current:
+        records.append(_CLASSES_RECORD + ",".join(current))
+    if len(records) > 9:
+        raise ValueError(f"{len(class_names)} feature names do not fit in an MRC header's label records")
+    return records
+
+
+def class_names_from_labels(labels) -> list[str] | None:
+    """The feature names in MRC header label records written by class_name_records (None when absent)."""
+    names = []
+    for record in labels:
+        if record.startswith(_CLASSES_RECORD):
+            names += [n for n in record[len(_CLASSES_RECORD) :].strip().split(",") if n]
+    return names or None
+
+
+def read_class_names(path) -> list[str] | None:
+    """The feature names stored in a label file (MRC header labels or OME-Zarr attributes), or None."""
+    with open_volume(path) as vol:
+        return vol.class_names
+
+
+def _fill_header(mrc, voxel_size, origin, labels_unsigned: bool, class_names=None):
     if voxel_size is not None:
         z, y, x = voxel_size
         mrc.voxel_size = (x, y, z)
@@ -335,18 +373,28 @@ def _fill_header(mrc, voxel_size, origin, labels_unsigned: bool):
         mrc.header.origin = (ox, oy, oz)
     if labels_unsigned:
         _set_imod_unsigned(mrc)
+    if class_names:
+        try:
+            records = class_name_records(class_names)
+        except ValueError as exc:
+            warnings.warn(f"feature names not stored in the file: {exc}", stacklevel=3)
+            return
+        for record in [_LABELS_NOTE, *records]:
+            mrc.add_label(record)
 
 
 @contextlib.contextmanager
-def volume_writer(path, shape, dtype, voxel_size, origin=None):
+def volume_writer(path, shape, dtype, voxel_size, origin=None, class_names=None):
     """Stream a volume to `path`: yields a writable (z, y, x) memory map of `dtype`.
 
     The file appears under its final name only after the block completes; statistics in the header
     (min, max, mean, rms) are computed at the end, slab by slab, so memory stays bounded. A path ending in
-    .zarr (NAME.ome.zarr) is written as OME-Zarr instead, the same way.
+    .zarr (NAME.ome.zarr) is written as OME-Zarr instead, the same way. `class_names` (label volumes)
+    are stored in the MRC header's label records (or the OME-Zarr attributes), so that readers of the
+    labels need not be told the feature names.
     """
     if is_zarr_path(path):
-        with ome_zarr_writer(path, shape, dtype, voxel_size, origin) as array:
+        with ome_zarr_writer(path, shape, dtype, voxel_size, origin, class_names) as array:
             yield array
         return
     dtype = np.dtype(dtype)
@@ -359,7 +407,7 @@ def volume_writer(path, shape, dtype, voxel_size, origin=None):
         try:
             data = mrc.data.view(np.uint8) if dtype == np.uint8 else mrc.data
             yield data
-            _fill_header(mrc, voxel_size, origin, labels_unsigned=dtype == np.uint8)
+            _fill_header(mrc, voxel_size, origin, labels_unsigned=dtype == np.uint8, class_names=class_names)
             _update_statistics_by_slab(mrc, data)
             mrc.flush()
         except OSError as exc:
@@ -408,10 +456,13 @@ def _update_statistics_by_slab(mrc, data):
     mrc.header.rms = np.sqrt(max(total_sq / n - mean * mean, 0.0))
 
 
-def write_volume(path, data: np.ndarray, voxel_size, origin=None):
-    """Write a whole array to an MRC (or OME-Zarr) file atomically (labels as unsigned bytes, images as float32)."""
+def write_volume(path, data: np.ndarray, voxel_size, origin=None, class_names=None):
+    """Write a whole array to an MRC (or OME-Zarr) file atomically (labels as unsigned bytes, images as float32).
+
+    `class_names`: for label volumes, the feature names (label 1 first) to store in the file.
+    """
     data = np.asarray(data)
     if data.dtype not in (np.uint8, np.int8, np.int16, np.uint16, np.float16, np.float32):
         data = data.astype(np.float32)
-    with volume_writer(path, data.shape, data.dtype, voxel_size, origin) as out:
+    with volume_writer(path, data.shape, data.dtype, voxel_size, origin, class_names) as out:
         out[...] = data

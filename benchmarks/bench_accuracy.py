@@ -71,7 +71,8 @@ def run_lever(name, overrides, minutes, cells, work):
     classes = list(SYNTH_CLASSES)
     config = TrainConfig(**{"minutes": minutes, **overrides})
     path = work / f"{name}.annotomo"
-    result = train([tomogram], [labels], classes, path, config, progress=False, log=lambda *a: None)
+    result = train([tomogram], [labels], classes, path, config, progress=False, log=lambda *a: None,
+                   overwrite=True)
     trained = json.loads(path.with_name(path.name + ".log.json").read_text())["config"]
     row = dict(name=name, overrides=overrides, train_seed=train_seed, iterations=result.iterations,
                best_epoch=result.best["epoch"], context_slices=trained["context_slices"],

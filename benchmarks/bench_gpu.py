@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from annotomo import TrainConfig, simulate, train  # noqa: E402
 from annotomo.api import segment  # noqa: E402
-from annotomo.cli import tomoseg_config  # noqa: E402
+from annotomo.training import tomoseg_config  # noqa: E402
 from annotomo.predict import Predictor  # noqa: E402
 from annotomo.volumes import read_labels, write_volume  # noqa: E402
 from common import (cpu_name, make_tomogram, profile_default, score_test_cells, source_commit,  # noqa: E402
@@ -53,12 +53,14 @@ def write_cell(work: Path, name: str, seed: int) -> tuple[str, list[str]]:
 def sampling_seconds_per_batch(tomogram, labels, n_classes, config: TrainConfig, batches=40) -> float:
     """CPU time to make one training batch (crop, rotate/rescale, flip, jitter): the part of a training
     step that a GPU does not speed up."""
-    tm = sys.modules["annotomo.train"]
+    from annotomo.training.augment import make_training_batch
+    from annotomo.training.data import PatchSampler, load_annotated
+
     rng = np.random.default_rng(0)
-    sampler = tm.PatchSampler.for_config([tm.load_annotated(tomogram, labels, n_classes)], n_classes + 1, config, rng)
+    sampler = PatchSampler.for_config([load_annotated(tomogram, labels, n_classes)], n_classes + 1, config, rng)
     t = time.perf_counter()
     for _ in range(batches):
-        tm.make_training_batch(sampler, config, rng)
+        make_training_batch(sampler, config, rng)
     return (time.perf_counter() - t) / batches
 
 
@@ -135,7 +137,8 @@ def main():
     for name, config in specs:
         print(f"== {name}: training {config.minutes:g} min on {device}", flush=True)
         path = work / (name.split()[0] + ".annotomo")
-        res = train([tomo], [labels], classes, path, config, progress=False, log=lambda *a: None)
+        res = train([tomo], [labels], classes, path, config, progress=False, log=lambda *a: None,
+                    overwrite=True)
         trained = json.loads(path.with_name(path.name + ".log.json").read_text())["config"]  # what ran
         row = dict(model=name, train_minutes=config.minutes, iterations=res.iterations,
                    iterations_per_s=res.iterations / res.seconds, train_precision=trained["precision"],
@@ -200,7 +203,7 @@ def main():
             config = TrainConfig(minutes=args.prefetch_minutes, seed=args.seed, device=args.device,
                                  prefetch_batches=depth)
             res = train([tomo], [labels], classes, work / f"prefetch{depth}.annotomo", config, progress=False,
-                        log=lambda *a: None)
+                        log=lambda *a: None, overwrite=True)
             result["prefetch"][f"{depth} batches ahead"] = dict(iterations=res.iterations,
                                                                 iterations_per_s=res.iterations / res.seconds)
         save()

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from annotomo import TrainConfig, simulate, train  # noqa: E402
 from annotomo.metrics import segmentation_scores  # noqa: E402
 from annotomo.modelfile import load_model  # noqa: E402
-from annotomo.predict import choose_precision, cpu_has_fast_bf16  # noqa: E402
+from annotomo.device import choose_precision, cpu_has_fast_bf16  # noqa: E402
 from annotomo.volumes import read_labels, write_volume  # noqa: E402
 from common import (add_child_arguments, child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak,  # noqa: E402
                     profile_default, run_child, source_commit)
@@ -76,7 +76,7 @@ def main():
         write_volume(work / "a_tomo.mrc", s.tomogram, (28.0,) * 3)
         write_volume(work / "a_labels.mrc", s.labels, (28.0,) * 3)
         train([work / "a_tomo.mrc"], [work / "a_labels.mrc"], list(s.class_names), model_path,
-              TrainConfig(minutes=args.train_minutes), progress=False, log=lambda *a: None)
+              TrainConfig(minutes=args.train_minutes), progress=False, log=lambda *a: None, overwrite=True)
     model, info = load_model(model_path)
     fpv = flops_per_voxel(model, info.context_slices)
 

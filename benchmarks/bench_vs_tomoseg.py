@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from annotomo import TrainConfig, simulate, train  # noqa: E402
 from annotomo.api import segment  # noqa: E402
-from annotomo.cli import tomoseg_config  # noqa: E402
+from annotomo.training import tomoseg_config  # noqa: E402
 from annotomo.modelfile import load_model  # noqa: E402
 from annotomo.volumes import write_volume  # noqa: E402
 from common import (add_child_arguments, child, cpu_name, flops_per_voxel, make_tomogram, matmul_peak,  # noqa: E402
@@ -109,7 +109,7 @@ def main():
         config = config_for(overrides, minutes, args.seed)
         t = time.perf_counter()
         result = train([work / "train_tomo.mrc"], [work / "train_labels.mrc"], classes, path, config,
-                       progress=False, log=lambda *a: None)
+                       progress=False, log=lambda *a: None, overwrite=True)
         train_s = time.perf_counter() - t
         written = segment(path, [work / f"{k}_tomo.mrc" for k in test_sims], work / f"seg_{len(rows)}",
                           overwrite=True, progress=False, log=lambda *a: None)

@@ -16,6 +16,7 @@ import torch
 
 from annotomo import simulate
 from annotomo.volumes import open_volume, volume_writer
+from annotomo.zmerge import decide
 
 
 def source_commit() -> str:
@@ -146,7 +147,7 @@ def profile_default(model_path, tomogram, device="cpu"):
             with torch.inference_mode():
                 logits = p._network(x)
             t2 = synchronized()
-            labels[z : z + n] = p._decide(logits, False)[0]
+            labels[z : z + n] = decide(logits, False)[0]
             t3 = time.perf_counter()
             t_input, t_net, t_post = t_input + t1 - t0, t_net + t2 - t1, t_post + t3 - t2
     total = t_read + t_input + t_net + t_post

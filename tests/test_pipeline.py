@@ -54,13 +54,13 @@ def test_tiled_prediction_equals_whole_slice_prediction(trained_model, small_pai
 
 def test_tiles_blended_in_half_precision_agree_with_the_whole_slice(trained_model, small_pair, monkeypatch):
     """Unbinned slices blend their tiles in float16 (to stay within the memory bound); force that path."""
-    from annotomo.predict import _SliceMerger
+    from annotomo.zmerge import SliceMerger
 
     path, _ = trained_model
     vol = np.pad(small_pair[1].tomogram[10:14], ((0, 0), (0, 448), (0, 448)), mode="symmetric")
     stacks = Predictor.from_file(path)._stacks(robust_normalization(vol).apply(vol), 2, 1)
     a = torch.softmax(Predictor.from_file(path, tile=4096).logits(stacks), 1)
-    monkeypatch.setattr(_SliceMerger, "HALF_PRECISION_BYTES", 0)
+    monkeypatch.setattr(SliceMerger, "HALF_PRECISION_BYTES", 0)
     b = torch.softmax(Predictor.from_file(path, tile=384, overlap=256).logits(stacks).float(), 1)
     diff = (a - b).abs()
     assert float(diff.max()) < 0.1 and float(diff.mean()) < 0.002
@@ -202,14 +202,14 @@ def test_a_sub_volume_without_z_smoothing_needs_only_the_context_halo(trained_mo
 
 
 def test_z_smoothing_overrules_a_one_slice_flicker(trained_model, monkeypatch):
-    from annotomo.predict import _SliceMerger
+    from annotomo.zmerge import SliceMerger
 
     predictor = Predictor.from_file(trained_model[0], z_smooth=1)
     logits = torch.zeros(7, 5, 4, 4)
     logits[:, 1] = 4.0  # class 1 everywhere ...
     logits[3, 2] = 4.5  # ... but slice 3 alone prefers class 2 by a little
     logits[4:, 3, 0, 0] = 8.0  # from slice 4 on, class 3 wins clearly at one pixel
-    merger = _SliceMerger(predictor, 0, 7, probabilities=True)
+    merger = SliceMerger(predictor.z_weights, 0, 7, probabilities=True)
     done = merger.add(0, logits[:4]) + merger.add(4, logits[4:])
     assert [z for z, _, _ in done] == list(range(7))
     labels = np.stack([lab for _, lab, _ in done])
@@ -219,11 +219,11 @@ def test_z_smoothing_overrules_a_one_slice_flicker(trained_model, monkeypatch):
     assert probs.shape == (4, 7, 4, 4) and probs.sum(0).max() <= 1.0 + 1e-5
     # Unsmoothed, slice 3 keeps its flicker.
     raw = Predictor.from_file(trained_model[0], z_smooth=0)
-    flicker = np.stack([lab for _, lab, _ in _SliceMerger(raw, 0, 7, False).add(0, logits)])
+    flicker = np.stack([lab for _, lab, _ in SliceMerger(raw.z_weights, 0, 7, False).add(0, logits)])
     assert np.all(flicker[3, 1:, 1:] == 2)
     # Large slices wait in float16: same decisions.
-    monkeypatch.setattr(_SliceMerger, "HALF_PRECISION_BYTES", 0)
-    half = np.stack([lab for _, lab, _ in _SliceMerger(predictor, 0, 7, False).add(0, logits)])
+    monkeypatch.setattr(SliceMerger, "HALF_PRECISION_BYTES", 0)
+    half = np.stack([lab for _, lab, _ in SliceMerger(predictor.z_weights, 0, 7, False).add(0, logits)])
     assert np.array_equal(half, labels)
 
 

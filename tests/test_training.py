@@ -8,8 +8,9 @@ import torch
 from annotomo import TrainConfig, train
 from annotomo.conventions import NOT_ANNOTATED
 from annotomo.modelfile import load_model, read_model_info
-from annotomo.predict import cpu_has_fast_bf16
-from annotomo.train import augment, cross_entropy_and_dice, warp_margin, warp_patches
+from annotomo.device import cpu_has_fast_bf16
+from annotomo.training.augment import augment, warp_margin, warp_patches
+from annotomo.training.losses import cross_entropy_and_dice
 
 
 def _band_patches(n, size, width=6):
@@ -40,7 +41,7 @@ def test_warped_patches_keep_images_and_labels_aligned_at_any_angle():
 def test_a_margin_only_adds_pixels_around_the_same_patch(small_pair):
     """Patches to be warped are cropped with a margin, the others without; from the same draws both are
     the same patch at their centre."""
-    from annotomo.train import PatchSampler, load_annotated
+    from annotomo.training.data import PatchSampler, load_annotated
 
     sim = small_pair[0]
     data = [load_annotated(sim.tomogram, sim.labels, len(sim.class_names))]
@@ -124,7 +125,7 @@ def test_loss_is_weighted_cross_entropy_plus_soft_dice_over_annotated_pixels():
 
 
 def test_patch_crops_match_a_padded_volume_wherever_they_hang_over_the_edges():
-    from annotomo.train import _crop
+    from annotomo.training.data import crop
 
     rng = np.random.default_rng(2)
     vol = rng.normal(size=(6, 30, 40)).astype(np.float32)
@@ -137,8 +138,8 @@ def test_patch_crops_match_a_padded_volume_wherever_they_hang_over_the_edges():
         y0, x0 = int(rng.integers(-120, 60)), int(rng.integers(-120, 80))
         zs = np.clip(np.arange(-2, 3) + int(rng.integers(0, 6)), 0, 5)
         window = (slice(pad + y0, pad + y0 + size), slice(pad + x0, pad + x0 + size))
-        assert np.array_equal(_crop(vol, zs, y0, x0, size, 0.0, reflect=True), reflected[(zs, *window)])
-        assert np.array_equal(_crop(lab, zs[:1], y0, x0, size, NOT_ANNOTATED, reflect=False),
+        assert np.array_equal(crop(vol, zs, y0, x0, size, 0.0, reflect=True), reflected[(zs, *window)])
+        assert np.array_equal(crop(lab, zs[:1], y0, x0, size, NOT_ANNOTATED, reflect=False),
                               filled[(zs[:1], *window)])
 
 
@@ -164,12 +165,9 @@ def test_training_learns_at_each_precision_and_says_which_it_used(tmp_path, smal
 def test_resumed_optimiser_moments_have_the_layout_of_their_parameters(tmp_path):
     """The fused AdamW kernel on CUDA refuses moments whose strides differ from their (channels-last)
     parameters': resuming on a GPU failed so before the moments were restrided on loading."""
-    import sys
-
     from annotomo.modelfile import ModelInfo
     from annotomo.models import build_model
-
-    train_module = sys.modules["annotomo.train"]
+    from annotomo.training import checkpoint
     model, params = build_model("unet", 3, 5, widths=(8, 12, 16, 24))
     model = model.to(memory_format=torch.channels_last)
     info = ModelInfo(arch="unet", arch_params=params, class_names=["a", "b", "c", "d"], context_slices=3,
@@ -178,12 +176,12 @@ def test_resumed_optimiser_moments_have_the_layout_of_their_parameters(tmp_path)
     model(torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)).sum().backward()
     optimizer.step()
     state = dict(iteration=1, elapsed=1.0, history=[], best=None)
-    train_module._save_checkpoint(tmp_path / "c", model, optimizer, info, state)
+    checkpoint.save_checkpoint(tmp_path / "c", model, optimizer, info, state)
 
     resumed_model, _ = build_model("unet", 3, 5, widths=(8, 12, 16, 24))
     resumed_model = resumed_model.to(memory_format=torch.channels_last)
     resumed = torch.optim.AdamW(resumed_model.parameters(), fused=True)
-    train_module._load_checkpoint(tmp_path / "c", resumed_model, resumed, info)
+    checkpoint.load_checkpoint(tmp_path / "c", resumed_model, resumed, info)
     convolutions = 0
     for param, saved in zip(resumed_model.parameters(), model.parameters()):
         moments = resumed.state[param]
@@ -196,7 +194,7 @@ def test_resumed_optimiser_moments_have_the_layout_of_their_parameters(tmp_path)
 
 def test_batches_made_in_the_background_are_the_batches_made_inline(tmp_path, small_pair):
     """Prefetching (the default on GPUs) changes when batches are made, never which: same seed, same model."""
-    from annotomo.train import BatchMaker
+    from annotomo.training.batches import BatchMaker
 
     sim = small_pair[0]
     weights = {}
