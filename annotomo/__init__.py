@@ -28,5 +28,18 @@ from .predict import Predictor  # noqa: E402
 from .synth import simulate  # noqa: E402
 from .training import TrainConfig, train  # noqa: E402
 
-__all__ = ["AnnotomoError", "InputError", "Predictor", "TrainConfig", "evaluate", "load_model", "read_model_info",
-           "robust_normalization", "segment", "segmentation_scores", "simulate", "synthesize", "train"]
+__all__ = [
+    "AnnotomoError",
+    "InputError",
+    "Predictor",
+    "TrainConfig",
+    "evaluate",
+    "load_model",
+    "read_model_info",
+    "robust_normalization",
+    "segment",
+    "segmentation_scores",
+    "simulate",
+    "synthesize",
+    "train",
+]

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import AnnotomoError, InputError
 from .metrics import format_scores, segmentation_scores
 from .postprocess import Picks, remove_small_components, write_picks
 from .predict import Predictor
 from .resample import needs_resampling, resample_to_pixel_size
-from .atomic import atomic_path
 from .volumes import check_output_path, open_volume, read_labels, volume_writer, write_volume
-
 
 OUTPUT_FORMATS = {"mrc": ".mrc", "zarr": ".ome.zarr"}
 
@@ -44,8 +43,19 @@ def output_paths(tomogram, outdir, class_names, probabilities, output_format="mr
     return paths
 
 
-def segment(model, tomograms, outdir, probabilities=False, overwrite=False, progress=True,
-            pixel_size=None, log=print, output_format="mrc", min_size=None, **predictor_options) -> list[dict]:
+def segment(
+    model,
+    tomograms,
+    outdir,
+    probabilities=False,
+    overwrite=False,
+    progress=True,
+    pixel_size=None,
+    log=print,
+    output_format="mrc",
+    min_size=None,
+    **predictor_options,
+) -> list[dict]:
     """Segment each tomogram with `model` (a path or a Predictor); returns the written paths per input.
 
     Writes OUTDIR/<stem>_labels.mrc (uint8 class index, same shape, voxel size and origin as the input)
@@ -70,33 +80,48 @@ def segment(model, tomograms, outdir, probabilities=False, overwrite=False, prog
         plans.append((vol, paths))
     names = [str(p) for _, paths in plans for p in paths.values()]
     if len(set(names)) != len(names):
-        raise AnnotomoError("two inputs would write the same output file (same file name stem); "
-                            "segment them into different folders")
+        raise AnnotomoError(
+            "two inputs would write the same output file (same file name stem); segment them into different folders"
+        )
     results = []
     for vol, paths in plans:
         with vol:
             norm = info.normalization_for(vol.data, vol.path)
             if needs_resampling(info.pixel_size, vol.pixel_size):
-                warnings.warn(f"{vol.path}: pixel size {vol.pixel_size:g} A differs from the model's "
-                              f"{info.pixel_size:g} A: resampling to {info.pixel_size:g} A for inference and "
-                              f"back to the input grid (use --pixel-size if the header is wrong)", stacklevel=2)
+                warnings.warn(
+                    f"{vol.path}: pixel size {vol.pixel_size:g} A differs from the model's "
+                    f"{info.pixel_size:g} A: resampling to {info.pixel_size:g} A for inference and "
+                    f"back to the input grid (use --pixel-size if the header is wrong)",
+                    stacklevel=2,
+                )
                 _segment_resampled(predictor, vol, norm, paths, probabilities, min_voxels, log)
                 log(f"{vol.path} -> {paths['labels']} (resampled)")
                 results.append({k: str(v) for k, v in paths.items()})
                 continue
             with ExitStack() as stack:
-                labels = stack.enter_context(volume_writer(paths["labels"], vol.shape, np.uint8, vol.voxel_size, vol.origin,
-                                                          info.class_names))
-                probs = [stack.enter_context(volume_writer(paths[n], vol.shape, np.float32, vol.voxel_size, vol.origin))
-                         for n in info.class_names] if probabilities else None
+                labels = stack.enter_context(
+                    volume_writer(paths["labels"], vol.shape, np.uint8, vol.voxel_size, vol.origin, info.class_names)
+                )
+                probs = (
+                    [
+                        stack.enter_context(volume_writer(paths[n], vol.shape, np.float32, vol.voxel_size, vol.origin))
+                        for n in info.class_names
+                    ]
+                    if probabilities
+                    else None
+                )
                 try:
-                    predictor.segment(vol.data, norm, labels, probs, progress=progress,
-                                      description=f"segmenting {vol.path.name}")
+                    predictor.segment(
+                        vol.data, norm, labels, probs, progress=progress, description=f"segmenting {vol.path.name}"
+                    )
                 except ValueError as exc:
                     raise InputError(vol.path, str(exc)) from None
                 if min_voxels:
                     _log_cleanup(remove_small_components(labels, min_voxels), info.class_names, log)
-        log(f"{vol.path} -> {paths['labels']}" + (f" (+ {len(info.class_names)} probability maps)" if probabilities else ""))
+        log(
+            f"{vol.path} -> {paths['labels']}"
+            + (f" (+ {len(info.class_names)} probability maps)" if probabilities else "")
+        )
         results.append({k: str(v) for k, v in paths.items()})
     return results
 
@@ -108,8 +133,9 @@ def _min_voxels_by_index(min_size, class_names) -> dict[int, int]:
     if isinstance(min_size, dict):
         unknown = [n for n in min_size if n not in class_names]
         if unknown:
-            raise AnnotomoError(f"min_size names {', '.join(unknown)}, not classes of the model "
-                                f"({', '.join(class_names)})")
+            raise AnnotomoError(
+                f"min_size names {', '.join(unknown)}, not classes of the model ({', '.join(class_names)})"
+            )
         return {class_names.index(n) + 1: int(v) for n, v in min_size.items() if v}
     return {k + 1: int(min_size) for k in range(len(class_names))}
 
@@ -129,7 +155,7 @@ def _segment_resampled(predictor, vol, norm, paths, probabilities, min_voxels=No
 
     small = resample_to_pixel_size(vol.data, vol.voxel_size, predictor.info.pixel_size)
     _, probs = predictor.predict_block(small, norm, halo=0, probabilities=True)
-    zoom = [n / s for n, s in zip(vol.shape, small.shape)]
+    zoom = [n / s for n, s in zip(vol.shape, small.shape, strict=True)]
     back = np.stack([ndimage.zoom(p, zoom, order=1, mode="nearest", grid_mode=True) for p in probs])
     background = 1.0 - back.sum(0)
     labels = np.argmax(np.concatenate([background[None], back]), axis=0).astype(np.uint8)
@@ -137,7 +163,7 @@ def _segment_resampled(predictor, vol, norm, paths, probabilities, min_voxels=No
         _log_cleanup(remove_small_components(labels, min_voxels), predictor.info.class_names, log)
     write_volume(paths["labels"], labels, vol.voxel_size, vol.origin, predictor.info.class_names)
     if probabilities:
-        for name, p in zip(predictor.info.class_names, back):
+        for name, p in zip(predictor.info.class_names, back, strict=True):
             write_volume(paths[name], np.clip(p, 0, 1).astype(np.float32), vol.voxel_size, vol.origin)
 
 
@@ -163,12 +189,17 @@ def evaluate(prediction, truth, class_names=None, json_path=None) -> dict:
 
 def synthesize(prefix, preview=False, overwrite=False, log=print, **simulate_options):
     """Simulate a tomogram; write PREFIX_tomo.mrc, PREFIX_labels.mrc, true ribosome centres as
-    PREFIX_ribosomes.csv and PREFIX_ribosomes.star (+ PNG)."""
+    PREFIX_ribosomes.csv and PREFIX_ribosomes.star (+ PNG).
+    """
     from . import synth
 
     prefix = str(prefix)
-    paths = dict(tomogram=Path(prefix + "_tomo.mrc"), labels=Path(prefix + "_labels.mrc"),
-                 ribosomes=Path(prefix + "_ribosomes.csv"), ribosomes_star=Path(prefix + "_ribosomes.star"))
+    paths = dict(
+        tomogram=Path(prefix + "_tomo.mrc"),
+        labels=Path(prefix + "_labels.mrc"),
+        ribosomes=Path(prefix + "_ribosomes.csv"),
+        ribosomes_star=Path(prefix + "_ribosomes.star"),
+    )
     if preview:
         paths["preview"] = Path(prefix + "_preview.png")
     for p in paths.values():
@@ -183,8 +214,15 @@ def synthesize(prefix, preview=False, overwrite=False, log=print, **simulate_opt
         from .preview import save_overlay
 
         with atomic_path(paths["preview"]) as tmp:
-            save_overlay(tmp, result.tomogram, [result.labels], result.class_names, titles=["ground truth"],
-                         pixel_size=result.pixel_size, fmt="png")
+            save_overlay(
+                tmp,
+                result.tomogram,
+                [result.labels],
+                result.class_names,
+                titles=["ground truth"],
+                pixel_size=result.pixel_size,
+                fmt="png",
+            )
     return result, {k: str(v) for k, v in paths.items()}
 
 

@@ -53,10 +53,13 @@ def _class_list(text: str) -> list[str]:
 
 
 def _add_synth(sub):
-    p = sub.add_parser("synth", help="simulate a labelled cellular tomogram",
-                       description="Write PREFIX_tomo.mrc (float32), PREFIX_labels.mrc (uint8: 0 background, "
-                                   "1 microtubule, 2 ribosome, 3 membrane, 4 double_membrane) and "
-                                   "PREFIX_ribosomes.csv (true particle centres).")
+    p = sub.add_parser(
+        "synth",
+        help="simulate a labelled cellular tomogram",
+        description="Write PREFIX_tomo.mrc (float32), PREFIX_labels.mrc (uint8: 0 background, "
+        "1 microtubule, 2 ribosome, 3 membrane, 4 double_membrane) and "
+        "PREFIX_ribosomes.csv (true particle centres).",
+    )
     p.add_argument("prefix")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("Z", "Y", "X"), default=(64, 256, 256))
@@ -74,9 +77,17 @@ def cmd_synth(args):
 
     if min(args.shape) < 8:
         raise AnnotomoError(f"--shape {' '.join(map(str, args.shape))}: every size must be at least 8 voxels")
-    result, paths = synthesize(args.prefix, preview=args.preview, overwrite=args.overwrite, seed=args.seed,
-                               shape=tuple(args.shape), pixel_size=args.pixel_size, snr=args.snr,
-                               tilt_range=args.tilt_range, defocus=args.defocus)
+    result, paths = synthesize(
+        args.prefix,
+        preview=args.preview,
+        overwrite=args.overwrite,
+        seed=args.seed,
+        shape=tuple(args.shape),
+        pixel_size=args.pixel_size,
+        snr=args.snr,
+        tilt_range=args.tilt_range,
+        defocus=args.defocus,
+    )
     print(f"{'index':>5}  {'class':<16}{'voxel fraction':>15}")
     for index, name, fraction in result.class_table():
         print(f"{index:>5}  {name:<16}{fraction:>15.4f}")
@@ -85,37 +96,62 @@ def cmd_synth(args):
 
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="train a model on annotated tomograms",
-                       description="Labels: 0 = background, k = k-th name of --classes, 255 = not annotated "
-                                   "(ignored). Writes the best model to --out, plus OUT.log.json and "
-                                   "OUT.training.png.")
+    p = sub.add_parser(
+        "train",
+        help="train a model on annotated tomograms",
+        description="Labels: 0 = background, k = k-th name of --classes, 255 = not annotated "
+        "(ignored). Writes the best model to --out, plus OUT.log.json and "
+        "OUT.training.png.",
+    )
     p.add_argument("--tomogram", action="append", required=True, help="training tomogram (repeatable)")
     p.add_argument("--labels", action="append", required=True, help="its labels (one per --tomogram)")
-    p.add_argument("--classes", help="comma-separated feature names, label 1 first (default: the names stored in "
-                                      "the labels file, or those of the --init model)")
+    p.add_argument(
+        "--classes",
+        help="comma-separated feature names, label 1 first (default: the names stored in "
+        "the labels file, or those of the --init model)",
+    )
     p.add_argument("--out", required=True, help="model file to write (e.g. model.annotomo)")
-    p.add_argument("--init", metavar="MODEL",
-                   help="start from this model file or built-in model (fine-tuning): keeps its architecture, "
-                        "context slices, contrast and pixel size")
+    p.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from this model file or built-in model (fine-tuning): keeps its architecture, "
+        "context slices, contrast and pixel size",
+    )
     p.add_argument("--val-tomogram", action="append", default=[], help="validation tomogram (repeatable)")
     p.add_argument("--val-labels", action="append", default=[], help="its labels")
     p.add_argument("--minutes", type=_positive_float, default=5.0, help="training time budget (default 5)")
     p.add_argument("--iterations", type=_positive_int, help="train exactly this many iterations instead")
     p.add_argument("--arch", default=None, help="unet (default), unet-original or tomoseg-cnn")
-    p.add_argument("--context-slices", type=_positive_int, default=None,
-                   help="slices fed to the network (odd; default 5 = the slice and 2 on each side; 1 = 2D)")
+    p.add_argument(
+        "--context-slices",
+        type=_positive_int,
+        default=None,
+        help="slices fed to the network (odd; default 5 = the slice and 2 on each side; 1 = 2D)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--patch", type=_positive_int, default=None, help="training patch size in pixels")
     p.add_argument("--learning-rate", type=_positive_float, default=None)
-    p.add_argument("--warp-fraction", type=_fraction, default=None,
-                   help="fraction of training patches rotated by a random angle and rescaled (default 0.5)")
-    p.add_argument("--z-flip-fraction", type=_fraction, default=None,
-                   help="fraction of training patches whose context slices are reversed in z (default 0.5)")
+    p.add_argument(
+        "--warp-fraction",
+        type=_fraction,
+        default=None,
+        help="fraction of training patches rotated by a random angle and rescaled (default 0.5)",
+    )
+    p.add_argument(
+        "--z-flip-fraction",
+        type=_fraction,
+        default=None,
+        help="fraction of training patches whose context slices are reversed in z (default 0.5)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--invert-contrast", action="store_true", help="for tomograms where dense matter is bright")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="mixed precision of the network (auto: bf16 on GPUs and on CPUs with AMX/AVX512-BF16)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="mixed precision of the network (auto: bf16 on GPUs and on CPUs with AMX/AVX512-BF16)",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -131,27 +167,48 @@ def cmd_train(args):
         fixed = [f"--{n.replace('_', '-')}" for n in ("arch", "context_slices") if getattr(args, n) is not None]
         fixed += ["--invert-contrast"] if args.invert_contrast else []
         if fixed:
-            raise AnnotomoError(f"--init {args.init}: fine-tuning keeps the model's architecture, context slices and "
-                                f"contrast; drop {', '.join(fixed)}")
+            raise AnnotomoError(
+                f"--init {args.init}: fine-tuning keeps the model's architecture, context slices and "
+                f"contrast; drop {', '.join(fixed)}"
+            )
     classes = _training_classes(args)
-    config = TrainConfig(arch=args.arch or "unet", minutes=args.minutes, iterations=args.iterations, seed=args.seed,
-                         invert_contrast=args.invert_contrast, device=args.device, precision=args.precision)
+    config = TrainConfig(
+        arch=args.arch or "unet",
+        minutes=args.minutes,
+        iterations=args.iterations,
+        seed=args.seed,
+        invert_contrast=args.invert_contrast,
+        device=args.device,
+        precision=args.precision,
+    )
     if config.arch == "tomoseg-cnn":
         config = tomoseg_config(config)
     for name in ("context_slices", "batch_size", "patch", "learning_rate", "warp_fraction", "z_flip_fraction"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     if config.context_slices % 2 == 0:
-        raise AnnotomoError(f"--context-slices must be odd (the slice plus equal context each side), got "
-                            f"{config.context_slices}")
-    result = train(args.tomogram, args.labels, classes, args.out, config,
-                   validation=list(zip(args.val_tomogram, args.val_labels, strict=True)), progress=not args.quiet,
-                   resume=args.resume, overwrite=args.overwrite, init=args.init)
+        raise AnnotomoError(
+            f"--context-slices must be odd (the slice plus equal context each side), got {config.context_slices}"
+        )
+    result = train(
+        args.tomogram,
+        args.labels,
+        classes,
+        args.out,
+        config,
+        validation=list(zip(args.val_tomogram, args.val_labels, strict=True)),
+        progress=not args.quiet,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        init=args.init,
+    )
     best = result.best
     if result.interrupted:
         return EXIT_INTERRUPTED
-    print(f"trained {result.iterations} iterations in {result.seconds:.0f} s; best epoch {best['epoch']} "
-          f"mean Dice {best['mean_dice']:.3f}")
+    print(
+        f"trained {result.iterations} iterations in {result.seconds:.0f} s; best epoch {best['epoch']} "
+        f"mean Dice {best['mean_dice']:.3f}"
+    )
     print(f"wrote {args.out} (+ .log.json, .training.png)")
 
 
@@ -168,35 +225,60 @@ def _training_classes(args) -> list[str]:
         from .modelfile import read_model_info
 
         return list(read_model_info(args.init).class_names)
-    raise AnnotomoError(f"{args.labels[0]}: no feature names stored in the labels file; give --classes "
-                        "(comma-separated, label 1 first)")
+    raise AnnotomoError(
+        f"{args.labels[0]}: no feature names stored in the labels file; give --classes (comma-separated, label 1 first)"
+    )
 
 
 def _add_segment(sub):
-    p = sub.add_parser("segment", help="annotate tomograms with a trained model",
-                       description="Writes OUTDIR/<stem>_labels.mrc (uint8 class index) and with "
-                                   "--probabilities OUTDIR/<stem>_<class>.mrc (float32) per feature; with "
-                                   "--format zarr, <stem>_labels.ome.zarr etc. (OME-Zarr).")
+    p = sub.add_parser(
+        "segment",
+        help="annotate tomograms with a trained model",
+        description="Writes OUTDIR/<stem>_labels.mrc (uint8 class index) and with "
+        "--probabilities OUTDIR/<stem>_<class>.mrc (float32) per feature; with "
+        "--format zarr, <stem>_labels.ome.zarr etc. (OME-Zarr).",
+    )
     p.add_argument("model")
     p.add_argument("tomograms", nargs="+")
     p.add_argument("-o", "--outdir", required=True)
     p.add_argument("--probabilities", action="store_true", help="also write one probability map per feature")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--tile", type=_positive_int, default=2048,
-                   help="in-plane tile size; larger slices are tiled with overlap (default 2048)")
+    p.add_argument(
+        "--tile",
+        type=_positive_int,
+        default=2048,
+        help="in-plane tile size; larger slices are tiled with overlap (default 2048)",
+    )
     p.add_argument("--pixel-size", type=_positive_float, default=None, help="override the header's pixel size")
-    p.add_argument("--z-smooth", type=_non_negative_int, default=1, metavar="SLICES",
-                   help="merge slices: average each slice's class scores with this many neighbouring slices on "
-                        "each side (binomial weights) before choosing labels (default 1; 0: each slice alone)")
-    p.add_argument("--tta", action="store_true",
-                   help="test-time augmentation: average the 8 in-plane rotations/flips (8x slower, a little "
-                        "more accurate)")
-    p.add_argument("--format", dest="output_format", choices=["mrc", "zarr"], default="mrc",
-                   help="output format: MRC (default) or OME-Zarr")
-    p.add_argument("--min-size", type=_min_size, default=None, metavar="VOXELS|CLASS=VOXELS,...",
-                   help="set connected components smaller than this to background in the labels, for every "
-                        "feature (e.g. 50) or per feature (e.g. ribosome=200,membrane=500)")
+    p.add_argument(
+        "--z-smooth",
+        type=_non_negative_int,
+        default=1,
+        metavar="SLICES",
+        help="merge slices: average each slice's class scores with this many neighbouring slices on "
+        "each side (binomial weights) before choosing labels (default 1; 0: each slice alone)",
+    )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the 8 in-plane rotations/flips (8x slower, a little more accurate)",
+    )
+    p.add_argument(
+        "--format",
+        dest="output_format",
+        choices=["mrc", "zarr"],
+        default="mrc",
+        help="output format: MRC (default) or OME-Zarr",
+    )
+    p.add_argument(
+        "--min-size",
+        type=_min_size,
+        default=None,
+        metavar="VOXELS|CLASS=VOXELS,...",
+        help="set connected components smaller than this to background in the labels, for every "
+        "feature (e.g. 50) or per feature (e.g. ribosome=200,membrane=500)",
+    )
     p.add_argument("--classes", help="expected class names (comma-separated): refuse a model with other classes")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -219,7 +301,9 @@ def _min_size(text):
                 raise ValueError
         return sizes
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected VOXELS or CLASS=VOXELS,... (non-negative integers), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected VOXELS or CLASS=VOXELS,... (non-negative integers), got {text!r}"
+        ) from None
 
 
 def cmd_segment(args):
@@ -232,19 +316,34 @@ def cmd_segment(args):
         if expected != actual:
             raise AnnotomoError(f"{args.model}: model classes are {','.join(actual)}, not {','.join(expected)}")
     start = time.perf_counter()
-    segment(args.model, args.tomograms, args.outdir, probabilities=args.probabilities, overwrite=args.overwrite,
-            progress=not args.quiet, pixel_size=args.pixel_size, device=args.device, precision=args.precision,
-            tile=args.tile, z_smooth=args.z_smooth, tta=args.tta, output_format=args.output_format,
-            min_size=args.min_size)
+    segment(
+        args.model,
+        args.tomograms,
+        args.outdir,
+        probabilities=args.probabilities,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        pixel_size=args.pixel_size,
+        device=args.device,
+        precision=args.precision,
+        tile=args.tile,
+        z_smooth=args.z_smooth,
+        tta=args.tta,
+        output_format=args.output_format,
+        min_size=args.min_size,
+    )
     print(f"done in {time.perf_counter() - start:.1f} s")
 
 
 def _add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="score a label volume against the truth (Dice, IoU, ...), or picks",
-                       description="PREDICTION and TRUTH are label volumes (MRC): per-class Dice, IoU, precision, "
-                                   "recall. Or both are particle lists, STAR (rlnCoordinateX/Y/Z) or CSV (annotomo "
-                                   "pick / synth): precision, recall and F1 of picks within --radius voxels of a "
-                                   "true centre.")
+    p = sub.add_parser(
+        "evaluate",
+        help="score a label volume against the truth (Dice, IoU, ...), or picks",
+        description="PREDICTION and TRUTH are label volumes (MRC): per-class Dice, IoU, precision, "
+        "recall. Or both are particle lists, STAR (rlnCoordinateX/Y/Z) or CSV (annotomo "
+        "pick / synth): precision, recall and F1 of picks within --radius voxels of a "
+        "true centre.",
+    )
     p.add_argument("prediction")
     p.add_argument("truth")
     p.add_argument("--classes", help="comma-separated class names (default: class_1, class_2, ...)")
@@ -265,24 +364,29 @@ def cmd_evaluate(args):
 
 
 def _evaluate_picks(args):
-    from .postprocess import read_centres, score_picks
     from .atomic import atomic_path
+    from .postprocess import read_centres, score_picks
 
     centres = [read_centres(path) for path in (args.prediction, args.truth)]
     scores = score_picks(centres[0], centres[1], args.radius)
-    print(f"picks {scores['picked']}, true {scores['true']}, matched {scores['true_positives']} within "
-          f"{args.radius:g} voxels: precision {scores['precision']:.3f}, recall {scores['recall']:.3f}, "
-          f"F1 {scores['f1']:.3f}")
+    print(
+        f"picks {scores['picked']}, true {scores['true']}, matched {scores['true_positives']} within "
+        f"{args.radius:g} voxels: precision {scores['precision']:.3f}, recall {scores['recall']:.3f}, "
+        f"F1 {scores['f1']:.3f}"
+    )
     if args.json:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(scores, indent=1))
 
 
 def _add_pick(sub):
-    p = sub.add_parser("pick", help="find particles of one class in a segmentation; write STAR and CSV",
-                       description="Connected components of the class, touching particles split at distance-"
-                                   "transform peaks, filtered by size. Writes PREFIX.star (RELION) and PREFIX.csv "
-                                   "with centres in voxels and Angstrom.")
+    p = sub.add_parser(
+        "pick",
+        help="find particles of one class in a segmentation; write STAR and CSV",
+        description="Connected components of the class, touching particles split at distance-"
+        "transform peaks, filtered by size. Writes PREFIX.star (RELION) and PREFIX.csv "
+        "with centres in voxels and Angstrom.",
+    )
     p.add_argument("segmentation", help="label volume written by annotomo segment")
     p.add_argument("--class", dest="class_", required=True, help="class name or label value, e.g. ribosome or 2")
     p.add_argument("--classes", help="class names, label 1 first (needed for a name unless --model is given)")
@@ -290,8 +394,12 @@ def _add_pick(sub):
     p.add_argument("-o", "--out", required=True, help="output prefix: writes PREFIX.star and PREFIX.csv")
     p.add_argument("--min-voxels", type=_positive_int, default=20, help="drop smaller particles (default 20)")
     p.add_argument("--max-voxels", type=_positive_int, default=None, help="drop larger particles")
-    p.add_argument("--min-distance", type=_positive_float, default=4.0,
-                   help="minimum distance between particle centres in voxels (default 4)")
+    p.add_argument(
+        "--min-distance",
+        type=_positive_float,
+        default=4.0,
+        help="minimum distance between particle centres in voxels (default 4)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_pick)
 
@@ -304,11 +412,18 @@ def cmd_pick(args):
     if args.class_.isdigit():
         index = int(args.class_)
     else:
-        names = (_class_list(args.classes) if args.classes
-                 else read_model_info(args.model).class_names if args.model else read_class_names(args.segmentation))
+        names = (
+            _class_list(args.classes)
+            if args.classes
+            else read_model_info(args.model).class_names
+            if args.model
+            else read_class_names(args.segmentation)
+        )
         if names is None:
-            raise AnnotomoError(f"--class {args.class_}: {args.segmentation} stores no feature names; give --classes "
-                                "or --model to resolve a class name (or give the label value)")
+            raise AnnotomoError(
+                f"--class {args.class_}: {args.segmentation} stores no feature names; give --classes "
+                "or --model to resolve a class name (or give the label value)"
+            )
         if args.class_ not in names:
             raise AnnotomoError(f"--class {args.class_} is not one of {','.join(names)}")
         index = names.index(args.class_) + 1
@@ -357,15 +472,22 @@ def cmd_info(args):
         with open_volume(f) as vol:
             sample = sample_voxels(vol.data)
             vs = "unknown" if vol.voxel_size is None else " x ".join(f"{v:g}" for v in vol.voxel_size) + " A (z, y, x)"
-            kind = (f"MRC mode {vol.mode}" if vol.mode is not None else "OME-Zarr" if is_zarr_path(f)
-                    else Path(f).suffix.lstrip(".").upper())
-            print(f"{f}: {' x '.join(map(str, vol.shape))} voxels (z, y, x), {kind}, "
-                  f"{vol.data.dtype}, voxel size {vs}, values {float(np.min(sample)):g} .. {float(np.max(sample)):g} "
-                  f"(sampled), mean {float(np.mean(sample)):g}")
+            kind = (
+                f"MRC mode {vol.mode}"
+                if vol.mode is not None
+                else "OME-Zarr"
+                if is_zarr_path(f)
+                else Path(f).suffix.lstrip(".").upper()
+            )
+            print(
+                f"{f}: {' x '.join(map(str, vol.shape))} voxels (z, y, x), {kind}, "
+                f"{vol.data.dtype}, voxel size {vs}, values {float(np.min(sample)):g} .. {float(np.max(sample)):g} "
+                f"(sampled), mean {float(np.mean(sample)):g}"
+            )
 
 
 def _is_model_file(path) -> bool:
-    """safetensors files start with an 8-byte header length followed by a JSON object."""
+    """Safetensors files start with an 8-byte header length followed by a JSON object."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(9)
@@ -375,9 +497,12 @@ def _is_model_file(path) -> bool:
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="annotomo", description="Annotate cryo-electron tomograms with a U-Net. "
-                                     "Axis order (z, y, x); labels 0 = background, 1..N = features, 255 = not "
-                                     "annotated; pixel size in Angstrom.")
+    parser = argparse.ArgumentParser(
+        prog="annotomo",
+        description="Annotate cryo-electron tomograms with a U-Net. "
+        "Axis order (z, y, x); labels 0 = background, 1..N = features, 255 = not "
+        "annotated; pixel size in Angstrom.",
+    )
     parser.add_argument("--version", action="version", version=f"annotomo {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -418,11 +543,16 @@ def main(argv=None) -> int:
             raise
         torch = sys.modules.get("torch")  # imported by then if torch raised it (not at start: --help stays fast)
         if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
-            print("annotomo: error: the GPU ran out of memory (segment: even for one slice, try a smaller --tile, "
-                  "e.g. 512; train: try a smaller --batch-size or --patch; or use --device cpu)", file=sys.stderr)
+            print(
+                "annotomo: error: the GPU ran out of memory (segment: even for one slice, try a smaller --tile, "
+                "e.g. 512; train: try a smaller --batch-size or --patch; or use --device cpu)",
+                file=sys.stderr,
+            )
             return EXIT_INTERNAL
-        print(f"annotomo: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"annotomo: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
     return code or 0
 

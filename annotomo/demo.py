@@ -19,6 +19,7 @@ from .volumes import open_volume, read_labels
 
 
 def run_demo(outdir: Path, minutes: float = 3.0, seed: int = 1, log=print) -> dict:
+    """Simulate, train for `minutes`, segment a separate test tomogram and score it; returns the scores."""
     outdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     log(f"1/4 simulating a training and a test tomogram (64 x 256 x 256 at 28 A) in {outdir}/")
@@ -26,8 +27,15 @@ def run_demo(outdir: Path, minutes: float = 3.0, seed: int = 1, log=print) -> di
     _, test_paths = synthesize(outdir / "test", overwrite=True, seed=seed + 1000, log=log)
     model_path = outdir / "model.annotomo"
     log(f"2/4 training the U-Net for {minutes:g} min on {train_paths['tomogram']}")
-    result = train([train_paths["tomogram"]], [train_paths["labels"]], list(SYNTH_CLASSES), model_path,
-                   TrainConfig(minutes=minutes), log=log, overwrite=True)
+    result = train(
+        [train_paths["tomogram"]],
+        [train_paths["labels"]],
+        list(SYNTH_CLASSES),
+        model_path,
+        TrainConfig(minutes=minutes),
+        log=log,
+        overwrite=True,
+    )
     log(f"    {result.iterations} iterations; wrote {model_path} and its training curves")
     log(f"3/4 segmenting {test_paths['tomogram']}")
     written = segment(model_path, [test_paths["tomogram"]], outdir / "segmented", overwrite=True, log=log)[0]
@@ -37,11 +45,21 @@ def run_demo(outdir: Path, minutes: float = 3.0, seed: int = 1, log=print) -> di
     from .preview import save_overlay
 
     overlay = outdir / "demo_overlay.png"
-    with open_volume(test_paths["tomogram"]) as tomo, read_labels(test_paths["labels"]) as truth, \
-            read_labels(written["labels"]) as pred:
-        save_overlay(overlay, tomo.data, [truth.data, pred.data], SYNTH_CLASSES,
-                     titles=["ground truth", "annotomo"], pixel_size=tomo.pixel_size)
+    with (
+        open_volume(test_paths["tomogram"]) as tomo,
+        read_labels(test_paths["labels"]) as truth,
+        read_labels(written["labels"]) as pred,
+    ):
+        save_overlay(
+            overlay,
+            tomo.data,
+            [truth.data, pred.data],
+            SYNTH_CLASSES,
+            titles=["ground truth", "annotomo"],
+            pixel_size=tomo.pixel_size,
+        )
     log(f"wrote {overlay}; total {time.perf_counter() - t0:.0f} s")
-    (outdir / "demo_summary.json").write_text(json.dumps(dict(mean_dice=scores["mean_dice"],
-                                                              iterations=result.iterations), indent=1))
+    (outdir / "demo_summary.json").write_text(
+        json.dumps(dict(mean_dice=scores["mean_dice"], iterations=result.iterations), indent=1)
+    )
     return scores

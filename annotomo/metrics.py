@@ -37,8 +37,14 @@ def scores_from_confusion(cm: np.ndarray, class_names) -> dict:
         recall = tp / (tp + fn)
     per_class = {}
     for k, name in enumerate(class_names, start=1):
-        per_class[name] = dict(dice=float(dice[k]), iou=float(iou[k]), precision=float(precision[k]),
-                               recall=float(recall[k]), true_voxels=int(cm[k].sum()), predicted_voxels=int(cm[:, k].sum()))
+        per_class[name] = dict(
+            dice=float(dice[k]),
+            iou=float(iou[k]),
+            precision=float(precision[k]),
+            recall=float(recall[k]),
+            true_voxels=int(cm[k].sum()),
+            predicted_voxels=int(cm[:, k].sum()),
+        )
     valid = [v["dice"] for v in per_class.values() if np.isfinite(v["dice"])]
     return dict(
         classes=per_class,
@@ -58,7 +64,9 @@ def format_scores(scores: dict) -> str:
     """A per-class table for the terminal."""
     lines = [f"{'class':<18}{'Dice':>7}{'IoU':>7}{'prec.':>7}{'recall':>7}{'true vox':>11}"]
     for name, s in scores["classes"].items():
-        lines.append(f"{name:<18}{s['dice']:>7.3f}{s['iou']:>7.3f}{s['precision']:>7.3f}{s['recall']:>7.3f}"
-                     f"{s['true_voxels']:>11d}")
+        lines.append(
+            f"{name:<18}{s['dice']:>7.3f}{s['iou']:>7.3f}{s['precision']:>7.3f}{s['recall']:>7.3f}"
+            f"{s['true_voxels']:>11d}"
+        )
     lines.append(f"{'mean':<18}{scores['mean_dice']:>7.3f}{scores['mean_iou']:>7.3f}")
     return "\n".join(lines)

@@ -16,10 +16,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_path
 from .conventions import MODEL_SUFFIX
 from .errors import InputError
 from .models import build_model
-from .atomic import atomic_path
 
 FORMAT_VERSION = 1
 _KEY = "annotomo"
@@ -48,13 +48,16 @@ class ModelInfo:
 
     @property
     def n_outputs(self) -> int:
+        """The network's output channels: background plus one per feature."""
         return len(self.class_names) + 1
 
     def build(self) -> torch.nn.Module:
+        """A freshly initialised network of this architecture (weights not loaded)."""
         model, _ = build_model(self.arch, self.context_slices, self.n_outputs, **self.arch_params)
         return model
 
     def to_json(self) -> str:
+        """The metadata as the JSON stored in the model file."""
         return json.dumps(self.__dict__, default=_jsonable)
 
 
@@ -123,8 +126,11 @@ def read_model_info(path) -> ModelInfo:
     except (ValueError, TypeError, AttributeError):
         raise InputError(path, "model metadata is damaged (invalid JSON)") from None
     if version > FORMAT_VERSION:
-        raise InputError(path, f"model file format version {version} is newer than this annotomo supports "
-                               f"({FORMAT_VERSION}); upgrade annotomo")
+        raise InputError(
+            path,
+            f"model file format version {version} is newer than this annotomo supports "
+            f"({FORMAT_VERSION}); upgrade annotomo",
+        )
     try:
         return ModelInfo(**raw)
     except TypeError as exc:

@@ -40,6 +40,7 @@ class Normalization:
         return np.clip(out, -CLIP, CLIP, out=out)
 
     def to_dict(self):
+        """The settings as a plain dict (for JSON)."""
         return asdict(self)
 
 

@@ -42,7 +42,8 @@ def _zarr():
 
 def read_ome_zarr(path):
     """(array, voxel_size or None, origin, class names or None) of an OME-Zarr group or a bare zarr array,
-    read lazily. Class names are those annotomo stores with label volumes (attributes["annotomo"])."""
+    read lazily. Class names are those annotomo stores with label volumes (attributes["annotomo"]).
+    """
     zarr = _zarr()
     path = Path(path)
     try:
@@ -57,8 +58,11 @@ def read_ome_zarr(path):
     if not multiscales:
         arrays = [name for name, _ in node.arrays()]
         if len(arrays) != 1:
-            raise InputError(path, f"zarr group without OME-NGFF 'multiscales' metadata and with {len(arrays)} "
-                             "arrays; expected an OME-Zarr image")
+            raise InputError(
+                path,
+                f"zarr group without OME-NGFF 'multiscales' metadata and with {len(arrays)} "
+                "arrays; expected an OME-Zarr image",
+            )
         return node[arrays[0]], None, (0.0, 0.0, 0.0), names
     image = multiscales[0]
     level = image["datasets"][0]
@@ -82,8 +86,9 @@ def read_ome_zarr(path):
     # Drop singleton channel/time axes, so (c, z, y, x) images with one channel read as (z, y, x).
     extra = [i for i, n in enumerate(names) if n not in "zyx"]
     if any(data.shape[i] != 1 for i in extra):
-        raise InputError(path, f"OME-Zarr image of shape {data.shape} over axes {names}: only one channel/time point "
-                         "is supported")
+        raise InputError(
+            path, f"OME-Zarr image of shape {data.shape} over axes {names}: only one channel/time point is supported"
+        )
     index = tuple(0 if i in extra else slice(None) for i in range(len(names)))
     if extra:
         data = _Squeezed(data, index)
@@ -91,8 +96,8 @@ def read_ome_zarr(path):
     units = [axes[i].get("unit") if isinstance(axes[i], dict) else None for i in order]
     factor = [_TO_ANGSTROM.get(str(u).lower()) if u else None for u in units]
     if all(f is not None for f in factor):
-        voxel_size = tuple(float(scale[i] * f) for i, f in zip(order, factor))
-        origin = tuple(float(translation[i] * f) for i, f in zip(order, factor))
+        voxel_size = tuple(float(scale[i] * f) for i, f in zip(order, factor, strict=True))
+        origin = tuple(float(translation[i] * f) for i, f in zip(order, factor, strict=True))
     else:  # no or unknown unit: sizes are not known in Angstrom
         voxel_size, origin = None, (0.0, 0.0, 0.0)
     return data, voxel_size, origin, names
@@ -103,7 +108,7 @@ class _Squeezed:
 
     def __init__(self, array, index):
         self._array, self._index = array, index
-        self.shape = tuple(n for n, i in zip(array.shape, index) if isinstance(i, slice))
+        self.shape = tuple(n for n, i in zip(array.shape, index, strict=True) if isinstance(i, slice))
         self.dtype = array.dtype
         self.ndim = 3
 
@@ -123,12 +128,16 @@ def ngff_metadata(name, voxel_size, origin) -> dict:
     if origin is not None and any(origin):
         transforms.append({"type": "translation", "translation": [float(o) for o in origin]})
     unit = {"unit": "angstrom"} if voxel_size is not None else {}
-    return {"multiscales": [{
-        "version": NGFF_VERSION,
-        "name": name,
-        "axes": [dict(name=a, type="space", **unit) for a in "zyx"],
-        "datasets": [{"path": "0", "coordinateTransformations": transforms}],
-    }]}
+    return {
+        "multiscales": [
+            {
+                "version": NGFF_VERSION,
+                "name": name,
+                "axes": [dict(name=a, type="space", **unit) for a in "zyx"],
+                "datasets": [{"path": "0", "coordinateTransformations": transforms}],
+            }
+        ]
+    }
 
 
 def _chunks(shape, dtype):
@@ -150,8 +159,14 @@ def ome_zarr_writer(path, shape, dtype, voxel_size, origin=None, class_names=Non
     try:
         try:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-            array = root.create_array("0", shape=tuple(shape), chunks=_chunks(shape, dtype), dtype=np.dtype(dtype),
-                                      fill_value=0, chunk_key_encoding={"name": "v2", "separator": "/"})
+            array = root.create_array(
+                "0",
+                shape=tuple(shape),
+                chunks=_chunks(shape, dtype),
+                dtype=np.dtype(dtype),
+                fill_value=0,
+                chunk_key_encoding={"name": "v2", "separator": "/"},
+            )
         except OSError as exc:
             raise AnnotomoError(f"{path}: cannot write output ({exc.strerror or exc})") from None
         yield array

@@ -17,19 +17,27 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .errors import InputError
 from .atomic import atomic_path
+from .errors import InputError
 
 
 @dataclass
 class Picks:
+    """Particle centres (z, y, x voxels), their sizes, and the pixel size they were picked at."""
+
     centres: np.ndarray  # (n, 3) (z, y, x) voxels
     sizes: np.ndarray | None  # voxels per particle (None for true centres from the simulator)
     pixel_size: float | None
 
 
-def pick_particles(labels, class_index: int, min_voxels: int = 20, max_voxels: int | None = None,
-                   min_distance: float = 4.0, pixel_size: float | None = None) -> Picks:
+def pick_particles(
+    labels,
+    class_index: int,
+    min_voxels: int = 20,
+    max_voxels: int | None = None,
+    min_distance: float = 4.0,
+    pixel_size: float | None = None,
+) -> Picks:
     """Centres of the particles of class `class_index` in a (z, y, x) label volume."""
     mask = np.asarray(labels) == class_index
     components, n = ndimage.label(mask)
@@ -79,17 +87,30 @@ def picks_table(picks: Picks):
 
     px = picks.pixel_size or 1.0
     z, y, x = (picks.centres[:, i] for i in range(3))
-    table = pd.DataFrame({"rlnCoordinateX": x, "rlnCoordinateY": y, "rlnCoordinateZ": z,
-                          "annotomoCoordinateXAngst": x * px, "annotomoCoordinateYAngst": y * px,
-                          "annotomoCoordinateZAngst": z * px})
+    table = pd.DataFrame(
+        {
+            "rlnCoordinateX": x,
+            "rlnCoordinateY": y,
+            "rlnCoordinateZ": z,
+            "annotomoCoordinateXAngst": x * px,
+            "annotomoCoordinateYAngst": y * px,
+            "annotomoCoordinateZAngst": z * px,
+        }
+    )
     if picks.sizes is not None:
         table["annotomoVoxels"] = np.asarray(picks.sizes, dtype=int)
     return table
 
 
-_CSV_NAMES = {"rlnCoordinateX": "x_voxel", "rlnCoordinateY": "y_voxel", "rlnCoordinateZ": "z_voxel",
-              "annotomoCoordinateXAngst": "x_angstrom", "annotomoCoordinateYAngst": "y_angstrom",
-              "annotomoCoordinateZAngst": "z_angstrom", "annotomoVoxels": "voxels"}
+_CSV_NAMES = {
+    "rlnCoordinateX": "x_voxel",
+    "rlnCoordinateY": "y_voxel",
+    "rlnCoordinateZ": "z_voxel",
+    "annotomoCoordinateXAngst": "x_angstrom",
+    "annotomoCoordinateYAngst": "y_angstrom",
+    "annotomoCoordinateZAngst": "z_angstrom",
+    "annotomoVoxels": "voxels",
+}
 
 
 def write_picks(picks: Picks, star_path=None, csv_path=None):
@@ -107,7 +128,8 @@ def write_picks(picks: Picks, star_path=None, csv_path=None):
 
 def read_centres(path) -> np.ndarray:
     """(z, y, x) voxel centres from a STAR file (rlnCoordinateX/Y/Z, RELION 4 / Warp / annotomo) or a CSV
-    with x_voxel, y_voxel, z_voxel columns (annotomo's or the simulator's). Raises InputError otherwise."""
+    with x_voxel, y_voxel, z_voxel columns (annotomo's or the simulator's). Raises InputError otherwise.
+    """
     import pandas as pd
 
     path = Path(path)
@@ -162,7 +184,8 @@ def remove_small_components(labels, min_voxels: dict[int, int]) -> dict[int, int
 
 def score_picks(picked: np.ndarray, truth: np.ndarray, radius: float) -> dict:
     """Precision, recall and F1 of picked centres: a pick is right if a true centre lies within `radius`
-    voxels and that true centre is not already matched (closest pairs matched first)."""
+    voxels and that true centre is not already matched (closest pairs matched first).
+    """
     matched_truth, matched_pick = set(), set()
     if len(picked) and len(truth):
         pairs = cKDTree(picked).sparse_distance_matrix(cKDTree(truth), radius, output_type="ndarray")
@@ -174,5 +197,12 @@ def score_picks(picked: np.ndarray, truth: np.ndarray, radius: float) -> dict:
     precision = tp / len(picked) if len(picked) else 0.0
     recall = tp / len(truth) if len(truth) else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return dict(precision=precision, recall=recall, f1=f1, true_positives=tp, picked=int(len(picked)),
-                true=int(len(truth)), radius_voxels=radius)
+    return dict(
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        true_positives=tp,
+        picked=int(len(picked)),
+        true=int(len(truth)),
+        radius_voxels=radius,
+    )

@@ -59,9 +59,20 @@ class Predictor:
         >>> labels = predictor.predict_block(block, predictor.info.normalization_for(volume))  # doctest: +SKIP
     """
 
-    def __init__(self, model: torch.nn.Module, info: ModelInfo, device=None, precision="auto",
-                 tile=2048, overlap=256, batch_pixels=None, fuse=True, channels_last=True, z_smooth=1,
-                 tta=False):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        info: ModelInfo,
+        device=None,
+        precision="auto",
+        tile=2048,
+        overlap=256,
+        batch_pixels=None,
+        fuse=True,
+        channels_last=True,
+        z_smooth=1,
+        tta=False,
+    ):
         self.info = info
         self.device = choose_device(device)
         self.precision = choose_precision(self.device, precision)
@@ -75,8 +86,9 @@ class Predictor:
         self.overlap = max(overlap, self.stride)  # tiles aligned to the stride must still overlap
         smallest = smallest_tile(self.overlap, self.stride)
         if self.tile < smallest:
-            raise AnnotomoError(f"--tile {tile}: tiles overlap by {self.overlap} pixels, so they must be at least "
-                                f"{smallest} pixels")
+            raise AnnotomoError(
+                f"--tile {tile}: tiles overlap by {self.overlap} pixels, so they must be at least {smallest} pixels"
+            )
         self.batch_pixels = batch_pixels or (32 if self.device.type == "cuda" else 3) * 2**20
         self.max_network_batch = 0  # none yet; set when a batch did not fit in the GPU's memory (_logits_in_parts)
         self.context = info.context_slices // 2
@@ -98,7 +110,8 @@ class Predictor:
     @property
     def halo(self) -> tuple[int, int, int]:
         """Voxels of context needed on each side of a sub-volume (z, y, x): the network's context slices
-        plus the reach of the z smoothing."""
+        plus the reach of the z smoothing.
+        """
         return (self.context + self.z_radius, 0, 0)
 
     # ---- the network on a batch of normalised slice stacks ----
@@ -203,8 +216,9 @@ class Predictor:
     def _blender(self, height: int, width: int) -> TileBlender:
         """The tile blender for slices of this padded size; the same for every slice, so cached."""
         if (height, width) not in self._blenders:
-            self._blenders[height, width] = TileBlender(height, width, self.tile, self.overlap, self.stride,
-                                                        self.device)
+            self._blenders[height, width] = TileBlender(
+                height, width, self.tile, self.overlap, self.stride, self.device
+            )
         return self._blenders[height, width]
 
     # ---- blocks and whole volumes ----
@@ -269,8 +283,15 @@ class Predictor:
                 del logits
         return (labels, probs) if probabilities else labels
 
-    def segment(self, volume, normalization: Normalization, out_labels, out_probabilities=None,
-                progress=True, description="segmenting"):
+    def segment(
+        self,
+        volume,
+        normalization: Normalization,
+        out_labels,
+        out_probabilities=None,
+        progress=True,
+        description="segmenting",
+    ):
         """Segment a whole (z, y, x) array-like (e.g. a memory map), writing into `out_labels`.
 
         Args:
@@ -307,14 +328,21 @@ class Predictor:
         # the shared ones are moved to the slab's front: a 5-slice model then holds 6 unbinned slices, not
         # 2 slabs of 5.
         starts = list(range(0, nz, step))
-        fresh = [(z0 - context, z0 + min(step, nz - z0) + context) if i == 0
-                 else (z0 + context, z0 + min(step, nz - z0) + context) for i, z0 in enumerate(starts)]
+        fresh = [
+            (z0 - context, z0 + min(step, nz - z0) + context)
+            if i == 0
+            else (z0 + context, z0 + min(step, nz - z0) + context)
+            for i, z0 in enumerate(starts)
+        ]
         merger = self._merger(0, nz, out_probabilities is not None)
         report = progress if callable(progress) else None
         slab = None
-        with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=nz, unit="slice", desc=description,
-                                                              disable=report is not None or not progress,
-                                                              leave=False) as bar:
+        with (
+            ThreadPoolExecutor(max_workers=1) as pool,
+            tqdm(
+                total=nz, unit="slice", desc=description, disable=report is not None or not progress, leave=False
+            ) as bar,
+        ):
             pending = pool.submit(load, *fresh[0])
             for i, z0 in enumerate(starts):
                 new = pending.result()
@@ -346,12 +374,14 @@ class Predictor:
 
 def distinct_slices(stacks: np.ndarray) -> np.ndarray | None:
     """The (B + C - 1, y, x) slices that (B, C, y, x) context stacks are windows of, as a view; None when
-    the stacks are not such windows (e.g. clamped copies at a tomogram's faces)."""
+    the stacks are not such windows (e.g. clamped copies at a tomogram's faces).
+    """
     batch, context, height, width = stacks.shape
     if context == 1 or stacks.strides[0] != stacks.strides[1]:
         return None
-    return np.lib.stride_tricks.as_strided(stacks, (batch + context - 1, height, width),
-                                           (stacks.strides[0],) + stacks.strides[2:], writeable=False)
+    return np.lib.stride_tricks.as_strided(
+        stacks, (batch + context - 1, height, width), (stacks.strides[0],) + stacks.strides[2:], writeable=False
+    )
 
 
 def context_windows(slab: np.ndarray, width: int) -> np.ndarray:

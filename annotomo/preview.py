@@ -10,8 +10,18 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 # Label colours: background transparent, then one colour per feature (up to 10, then cycling).
-_COLOURS = ["#e41a1c", "#377eb8", "#4daf4a", "#ff7f00", "#984ea3", "#ffff33", "#a65628", "#f781bf",
-            "#17becf", "#999999"]
+_COLOURS = [
+    "#e41a1c",
+    "#377eb8",
+    "#4daf4a",
+    "#ff7f00",
+    "#984ea3",
+    "#ffff33",
+    "#a65628",
+    "#f781bf",
+    "#17becf",
+    "#999999",
+]
 
 
 def _label_cmap(n_classes):
@@ -38,10 +48,18 @@ def save_overlay(path, tomogram, labels_list, class_names, titles=None, z=None, 
     cmap = _label_cmap(len(class_names))
     ncol = 1 + len(labels_list)
     aspect_xz = nz / nx
-    fig, axes = plt.subplots(2, ncol, figsize=(4 * ncol, 4 * (1 + aspect_xz) + 1.0), layout="constrained",
-                             gridspec_kw={"height_ratios": [1, max(aspect_xz, 0.15)]}, squeeze=False)
-    views = [(tomogram[z], [np.asarray(lab[z]) for lab in labels_list], f"xy, z={z}"),
-             (tomogram[:, y], [np.asarray(lab[:, y]) for lab in labels_list], f"xz, y={y}")]
+    fig, axes = plt.subplots(
+        2,
+        ncol,
+        figsize=(4 * ncol, 4 * (1 + aspect_xz) + 1.0),
+        layout="constrained",
+        gridspec_kw={"height_ratios": [1, max(aspect_xz, 0.15)]},
+        squeeze=False,
+    )
+    views = [
+        (tomogram[z], [np.asarray(lab[z]) for lab in labels_list], f"xy, z={z}"),
+        (tomogram[:, y], [np.asarray(lab[:, y]) for lab in labels_list], f"xz, y={y}"),
+    ]
     for row, (img, labs, name) in enumerate(views):
         lo, hi = _robust_limits(img)
         for col in range(ncol):
@@ -50,8 +68,14 @@ def save_overlay(path, tomogram, labels_list, class_names, titles=None, z=None, 
             if col > 0:
                 lab = labs[col - 1].astype(np.int32)
                 lab = np.where(lab > len(class_names), 0, lab)
-                ax.imshow(np.ma.masked_equal(lab, 0), cmap=cmap, vmin=0, vmax=len(class_names),
-                          alpha=0.55, interpolation="nearest")
+                ax.imshow(
+                    np.ma.masked_equal(lab, 0),
+                    cmap=cmap,
+                    vmin=0,
+                    vmax=len(class_names),
+                    alpha=0.55,
+                    interpolation="nearest",
+                )
                 ax.set_title(f"{titles[col - 1]} ({name})", fontsize=9)
             else:
                 ax.set_title(f"tomogram ({name})", fontsize=9)
@@ -76,7 +100,7 @@ def save_training_curves(path, history, fmt=None, dice_on="validation"):
     ax1.set_ylabel("loss (training: weighted CE + Dice term;\nvalidation: weighted CE)", fontsize=8)
     ax1.set_yscale("log")
     ax1.legend()
-    names = [k[len("dice_"):] for k in history[0] if k.startswith("dice_")] if history else []
+    names = [k[len("dice_") :] for k in history[0] if k.startswith("dice_")] if history else []
     for name in names:
         ax2.plot(epochs, [h[f"dice_{name}"] for h in history], label=name)
     if names:

@@ -20,8 +20,8 @@ def needs_resampling(model_pixel_size, pixel_size, tolerance=TOLERANCE) -> bool:
 def resample_to_pixel_size(volume, voxel_size, pixel_size):
     """Trilinear resampling of a (z, y, x) volume from `voxel_size` (z, y, x) to an isotropic `pixel_size`."""
     factors = [v / pixel_size for v in voxel_size]
-    shape = [max(2, int(round(n * f))) for n, f in zip(volume.shape, factors)]
-    zoom = [s / n for s, n in zip(shape, volume.shape)]
+    shape = [max(2, int(round(n * f))) for n, f in zip(volume.shape, factors, strict=True)]
+    zoom = [s / n for s, n in zip(shape, volume.shape, strict=True)]
     return ndimage.zoom(np.asarray(volume, dtype=np.float32), zoom, order=1, mode="nearest", grid_mode=True)
 
 

@@ -56,20 +56,26 @@ def _norm(v):
 
 @dataclass
 class Sphere:
+    """A sphere (vesicle, compartment, or a large one as a sheet-like membrane), in nm."""
+
     centre: np.ndarray  # (z, y, x) nm
     radius: float
 
     def sdf(self, p):
+        """Signed distance from points (..., 3) to the surface (negative inside), nm."""
         return _norm(p - self.centre) - self.radius
 
 
 @dataclass
 class Capsule:
+    """A capsule (mitochondrion-like): the points within `radius` of segment a-b, in nm."""
+
     a: np.ndarray
     b: np.ndarray
     radius: float
 
     def sdf(self, p):
+        """Signed distance from points (..., 3) to the surface (negative inside), nm."""
         ab = self.b - self.a
         t = np.clip(((p - self.a) @ ab) / (ab @ ab), 0.0, 1.0)
         return _norm(p - (self.a + t[..., None] * ab)) - self.radius
@@ -84,6 +90,7 @@ class Filament:
     _tree: cKDTree | None = None
 
     def distance(self, p):
+        """Distance from points (..., 3) to the filament's axis, nm."""
         if self._tree is None:
             self._tree = cKDTree(self.points)
         d, _ = self._tree.query(p.reshape(-1, 3), workers=-1)
@@ -91,20 +98,25 @@ class Filament:
 
     @property
     def length(self) -> float:
+        """Length along the curve, nm."""
         return float(np.linalg.norm(np.diff(self.points, axis=0), axis=1).sum())
 
 
 @dataclass
 class Ribosome:
+    """A ribosome: a large and a small subunit (spheres) along `axis`."""
+
     centre: np.ndarray  # centre of mass of the two lobes, nm
     axis: np.ndarray  # unit vector from large to small subunit
 
     @property
     def lobes(self):
+        """The two subunits as spheres (large, small)."""
         lsu = self.centre - self.axis * SSU_OFFSET * SSU_RADIUS**3 / (LSU_RADIUS**3 + SSU_RADIUS**3)
         return (Sphere(lsu, LSU_RADIUS), Sphere(lsu + self.axis * SSU_OFFSET, SSU_RADIUS))
 
     def sdf(self, p):
+        """Signed distance to the union of the two subunits, nm."""
         a, b = self.lobes
         return np.minimum(a.sdf(p), b.sdf(p))
 
@@ -170,11 +182,13 @@ def build_cell(extent_nm, rng: np.random.Generator) -> Cell:
 
     def random_point(margin=0.0):
         low, high = slab[0] + margin, slab[1] - margin
-        return np.array([
-            rng.uniform(low, high) if low < high else (slab[0] + slab[1]) / 2,  # a slab thinner than the object
-            rng.uniform(0, extent[1]),
-            rng.uniform(0, extent[2]),
-        ])
+        return np.array(
+            [
+                rng.uniform(low, high) if low < high else (slab[0] + slab[1]) / 2,  # a slab thinner than the object
+                rng.uniform(0, extent[1]),
+                rng.uniform(0, extent[2]),
+            ]
+        )
 
     # A plasma-membrane-like sheet: a sphere of micrometre radius crossing the field near one edge,
     # its normal mostly in the xy plane.
@@ -241,7 +255,7 @@ def build_cell(extent_nm, rng: np.random.Generator) -> Cell:
     n_proteins = rng.poisson(30000 * volume)
     radii = rng.uniform(2.0, 5.5, 3 * n_proteins)
     centres = np.array([random_point(margin=r) for r in radii]).reshape(-1, 3)
-    for c, r in zip(obstacles.place(centres, radii, 1.0, n_proteins), obstacles.placed_radii):
+    for c, r in zip(obstacles.place(centres, radii, 1.0, n_proteins), obstacles.placed_radii, strict=True):
         cell.proteins.append(Sphere(c, r))
     return cell
 
@@ -285,13 +299,12 @@ class _Obstacles:
         for f in self.filaments:
             ok &= f.distance(candidates) >= radii + f.radius + gap
         accepted, accepted_r = [], []
-        for c, r in zip(candidates[ok], radii[ok]):
+        for c, r in zip(candidates[ok], radii[ok], strict=True):
             if len(accepted) >= limit:
                 break
             if len(self.centres):
                 near = np.abs(self.centres - c).max(axis=1) < self.radii + r + gap
-                if near.any() and np.any(np.linalg.norm(self.centres[near] - c, axis=1)
-                                         < self.radii[near] + r + gap):
+                if near.any() and np.any(np.linalg.norm(self.centres[near] - c, axis=1) < self.radii[near] + r + gap):
                     continue
             accepted.append(c)
             accepted_r.append(r)
@@ -333,8 +346,8 @@ class _Grid:
         hi = np.minimum(np.ceil(np.asarray(hi_nm) / self.px + 0.5).astype(int) + 1, self.shape)
         if np.any(hi <= lo):
             return None, None
-        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-        axes = [((np.arange(a, b) + 0.5) * self.px).astype(np.float32) for a, b in zip(lo, hi)]
+        sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        axes = [((np.arange(a, b) + 0.5) * self.px).astype(np.float32) for a, b in zip(lo, hi, strict=True)]
         pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
         return sl, pts
 
@@ -541,6 +554,8 @@ def image(density, pixel_size, rng, snr, tilt_range, defocus_um, tilt_step=3.0, 
 
 @dataclass
 class SyntheticTomogram:
+    """A simulated tomogram with its exact labels and what made it."""
+
     tomogram: np.ndarray  # float32 (z, y, x), dense dark
     labels: np.ndarray  # uint8 (z, y, x)
     pixel_size: float  # Angstrom

@@ -1,5 +1,6 @@
 """Sliding-window inference in the slice plane: where tiles start (pure geometry), how overlapping
-tiles are weighted, and a small blender that accumulates tiles into one probability map."""
+tiles are weighted, and a small blender that accumulates tiles into one probability map.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 
 def smallest_tile(overlap: int, stride: int = 1) -> int:
     """The smallest `max_tile` that tile_layout accepts for this overlap: on the stride grid, and longer
-    than the overlap plus the one stride it spares for rounding."""
+    than the overlap plus the one stride it spares for rounding.
+    """
     return padded_size(overlap + stride + 1, stride)
 
 
@@ -106,9 +108,7 @@ class TileBlender:
 
     def windows(self) -> list[tuple[slice, slice]]:
         """The (rows, columns) of every tile, row by row."""
-        return [
-            (slice(y0, y0 + self.tile_height), slice(x0, x0 + self.tile_width)) for y0 in self.ys for x0 in self.xs
-        ]
+        return [(slice(y0, y0 + self.tile_height), slice(x0, x0 + self.tile_width)) for y0 in self.ys for x0 in self.xs]
 
     def start(self, batch: int, classes: int, dtype=torch.float32):
         """Begin a batch of `batch` slices with `classes` channels, accumulated in `dtype`."""

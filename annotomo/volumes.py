@@ -42,6 +42,7 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """(z, y, x) voxels."""
         return tuple(self.data.shape)
 
     @property
@@ -50,6 +51,7 @@ class Volume:
         return None if self.voxel_size is None else self.voxel_size[2]
 
     def close(self):
+        """Release the file (memory map or handle)."""
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -107,7 +109,9 @@ def _open_hdf(path: Path) -> Volume:
         voxel_size = tuple(float(np.ravel(v)[0]) for v in apix) if all(v is not None for v in apix) else None
     else:
         found = []
-        handle.visititems(lambda name, obj: found.append(obj) if isinstance(obj, h5py.Dataset) and obj.ndim == 3 else None)
+        handle.visititems(
+            lambda name, obj: found.append(obj) if isinstance(obj, h5py.Dataset) and obj.ndim == 3 else None
+        )
         if len(found) != 1:
             handle.close()
             raise InputError(path, f"expected EMAN2's /MDF/images/0/image or one 3D dataset, found {len(found)}")
@@ -117,7 +121,8 @@ def _open_hdf(path: Path) -> Volume:
 
 def _open_tiff(path: Path) -> Volume:
     """A multi-page TIFF stack, pages = z slices (read into memory). ImageJ spacing is used when its unit
-    is Angstrom, nm or micron."""
+    is Angstrom, nm or micron.
+    """
     import tifffile
 
     try:
@@ -174,8 +179,9 @@ def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> V
         raise InputError(path, f"cannot be read as MRC ({exc})") from None
     # mrcfile reports what is wrong with a file as warnings; deprecation notices from the libraries it uses
     # (NumPy 2.5 warns on every file mrcfile 1.5 opens) say nothing about the file and pass on unchanged.
-    library = [w for w in caught if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning,
-                                                            FutureWarning))]
+    library = [
+        w for w in caught if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))
+    ]
     for w in library:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     problems = [str(w.message) for w in caught if w not in library]
@@ -193,8 +199,15 @@ def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> V
     if mode == 0 and _imod_unsigned_bytes(mrc.header):
         data = data.view(np.uint8)
     origin = mrc.header.origin
-    vol = Volume(data=data, voxel_size=_voxel_size_from(mrc), origin=(float(origin.z), float(origin.y),
-                 float(origin.x)), path=path, mode=mode, _handle=mrc, class_names=class_names_from_labels(mrc.get_labels()))
+    vol = Volume(
+        data=data,
+        voxel_size=_voxel_size_from(mrc),
+        origin=(float(origin.z), float(origin.y), float(origin.x)),
+        path=path,
+        mode=mode,
+        _handle=mrc,
+        class_names=class_names_from_labels(mrc.get_labels()),
+    )
     if data.size == 0:
         shape = tuple(int(mrc.header[k]) for k in ("nz", "ny", "nx"))
         mrc.close()
@@ -213,8 +226,9 @@ def _checked(vol: Volume, min_slices: int, pixel_size) -> Volume:
     if data.shape[0] < min_slices:
         vol.close()
         raise InputError(
-            vol.path, f"is a {data.shape[0]}-slice volume of {data.shape[1]} x {data.shape[2]} pixels; "
-            f"a tomogram needs at least {min_slices} slices"
+            vol.path,
+            f"is a {data.shape[0]}-slice volume of {data.shape[1]} x {data.shape[2]} pixels; "
+            f"a tomogram needs at least {min_slices} slices",
         )
     vol.data = data
     if pixel_size is not None:
@@ -234,8 +248,10 @@ def _why_unreadable(mrc, path, problems) -> str:
     expected = 1024 + int(h.nsymbt) + _MODE_BYTES[mode] * int(np.prod(dims, dtype=np.int64))
     actual = path.stat().st_size
     if actual < expected:
-        return (f"truncated MRC file: the header describes {dims[2]} x {dims[1]} x {dims[0]} voxels (z, y, x) of "
-                f"mode {mode}, {expected} bytes, but the file has {actual} bytes")
+        return (
+            f"truncated MRC file: the header describes {dims[2]} x {dims[1]} x {dims[0]} voxels (z, y, x) of "
+            f"mode {mode}, {expected} bytes, but the file has {actual} bytes"
+        )
     return "not a readable MRC file (" + "; ".join(problems[:2] or ["no readable data block"]) + ")"
 
 

@@ -17,23 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from common import RESULTS, cpu_name, score_confusions, source_commit
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from annotomo import TrainConfig, simulate, train  # noqa: E402
-from annotomo.metrics import confusion_matrix  # noqa: E402
-from annotomo.predict import Predictor  # noqa: E402
-from annotomo.conventions import SYNTH_CLASSES  # noqa: E402
-from common import cpu_name, score_confusions, source_commit  # noqa: E402
+from annotomo import TrainConfig, simulate, train
+from annotomo.conventions import SYNTH_CLASSES
+from annotomo.metrics import confusion_matrix
+from annotomo.predict import Predictor
 
 TEST_SEEDS = (1001, 2001, 3001)
 LEVERS = {  # name: TrainConfig overrides (+ "train_seed"); the first two run by default
@@ -71,12 +65,18 @@ def run_lever(name, overrides, minutes, cells, work):
     classes = list(SYNTH_CLASSES)
     config = TrainConfig(**{"minutes": minutes, **overrides})
     path = work / f"{name}.annotomo"
-    result = train([tomogram], [labels], classes, path, config, progress=False, log=lambda *a: None,
-                   overwrite=True)
+    result = train([tomogram], [labels], classes, path, config, progress=False, log=lambda *a: None, overwrite=True)
     trained = json.loads(path.with_name(path.name + ".log.json").read_text())["config"]
-    row = dict(name=name, overrides=overrides, train_seed=train_seed, iterations=result.iterations,
-               best_epoch=result.best["epoch"], context_slices=trained["context_slices"],
-               precision=trained["precision"], z_flip_fraction=trained.get("z_flip_fraction", 0.0))
+    row = dict(
+        name=name,
+        overrides=overrides,
+        train_seed=train_seed,
+        iterations=result.iterations,
+        best_epoch=result.best["epoch"],
+        context_slices=trained["context_slices"],
+        precision=trained["precision"],
+        z_flip_fraction=trained.get("z_flip_fraction", 0.0),
+    )
     for label, options in (("no_z_merge", dict(z_smooth=0)), ("default_inference", {})):
         predictor = Predictor.from_file(path, **options)
         matrices = []
@@ -87,9 +87,11 @@ def run_lever(name, overrides, minutes, cells, work):
         scored = score_confusions(matrices, classes)
         scores = scored["pooled"]
         # and each cell's own mean Dice (cell 1001 alone is bench_vs_tomoseg.py's single test cell)
-        row[label] = dict(mean_dice=round(scores["mean_dice"], 4),
-                          **{k: round(v["dice"], 3) for k, v in scores["classes"].items()},
-                          mean_dice_per_cell=scored["per_cell"])
+        row[label] = dict(
+            mean_dice=round(scores["mean_dice"], 4),
+            **{k: round(v["dice"], 3) for k, v in scores["classes"].items()},
+            mean_dice_per_cell=scored["per_cell"],
+        )
     return row
 
 
@@ -99,7 +101,7 @@ def main():
     ap.add_argument("--all", action="store_true", help="run every lever in LEVERS")
     ap.add_argument("--lever", nargs=2, metavar=("NAME", "JSON"), help="run one lever given as TrainConfig overrides")
     ap.add_argument("--minutes", type=float, default=5.0)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "accuracy_levers.jsonl"))
+    ap.add_argument("--out", default=str(RESULTS / "accuracy_levers.jsonl"))
     args = ap.parse_args()
     if args.lever:
         levers = {args.lever[0]: json.loads(args.lever[1])}
@@ -125,9 +127,12 @@ def main():
         row = run_lever(name, overrides, args.minutes, cells, work)
         row.update(date=time.strftime("%Y-%m-%d %H:%M"), minutes=args.minutes, machine=machine, commit=commit)
         per = row["default_inference"]
-        print(f"{name:<22}{row['iterations']:>7d}{row['no_z_merge']['mean_dice']:>19.3f}{per['mean_dice']:>7.3f}  "
-              + " ".join(f"{k} {v:.3f}" for k, v in per.items() if k not in ("mean_dice", "mean_dice_per_cell"))
-              + f"  per cell {per['mean_dice_per_cell']}", flush=True)
+        print(
+            f"{name:<22}{row['iterations']:>7d}{row['no_z_merge']['mean_dice']:>19.3f}{per['mean_dice']:>7.3f}  "
+            + " ".join(f"{k} {v:.3f}" for k, v in per.items() if k not in ("mean_dice", "mean_dice_per_cell"))
+            + f"  per cell {per['mean_dice_per_cell']}",
+            flush=True,
+        )
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "a") as f:
             f.write(json.dumps(row) + "\n")

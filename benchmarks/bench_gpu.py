@@ -26,18 +26,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import (
+    RESULTS,
+    cpu_name,
+    make_tomogram,
+    profile_default,
+    score_test_cells,
+    source_commit,
+    synchronize,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from annotomo import TrainConfig, simulate, train  # noqa: E402
-from annotomo.api import segment  # noqa: E402
-from annotomo.training import tomoseg_config  # noqa: E402
-from annotomo.predict import Predictor  # noqa: E402
-from annotomo.volumes import read_labels, write_volume  # noqa: E402
-from common import (cpu_name, make_tomogram, profile_default, score_test_cells, source_commit,  # noqa: E402
-                    synchronize)
+from annotomo import TrainConfig, simulate, train
+from annotomo.api import segment
+from annotomo.predict import Predictor
+from annotomo.training import tomoseg_config
+from annotomo.volumes import read_labels, write_volume
 
 BIN4 = (94, 864, 864)
 TEST_OFFSETS = (1000, 2000, 3000)  # as bench_vs_tomoseg.py: test cell seed + 1000, pooled with + 2000, + 3000
@@ -81,8 +84,11 @@ def timed_segment(predictor: Predictor, tomogram, outdir, voxels) -> dict:
     segment(predictor, [tomogram], outdir, **quiet)
     synchronize(device)
     seconds = time.perf_counter() - t
-    return dict(seconds=seconds, mvox_per_s=voxels / seconds / 1e6,
-                peak_gpu_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None)
+    return dict(
+        seconds=seconds,
+        mvox_per_s=voxels / seconds / 1e6,
+        peak_gpu_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+    )
 
 
 def main():
@@ -90,11 +96,15 @@ def main():
     ap.add_argument("--minutes", type=float, default=2.0, help="training budget of the default U-Net")
     ap.add_argument("--cnn-minutes", type=float, default=0.5, help="training budget of the tomoseg CNN")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--prefetch-minutes", type=float, default=0.5,
-                    help="training budget of each run comparing batches made inline and in the background (0: skip)")
+    ap.add_argument(
+        "--prefetch-minutes",
+        type=float,
+        default=0.5,
+        help="training budget of each run comparing batches made inline and in the background (0: skip)",
+    )
     ap.add_argument("--timed-slices", type=int, default=BIN4[0], help="slices of the 864 x 864 timed tomogram")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "gpu.json"))
+    ap.add_argument("--json", default=str(RESULTS / "gpu.json"))
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -114,12 +124,23 @@ def main():
         classes = [j.result()[1] for j in jobs][0]
         big.result()
     props = torch.cuda.get_device_properties(device) if device.type == "cuda" else None
-    result = dict(machine=dict(gpu=props.name if props else "none (--device cpu)",
-                               gpu_memory_gb=round(props.total_memory / 1e9, 1) if props else 0, cpu=cpu_name(),
-                               cpu_count=os.cpu_count(), torch=torch.__version__, cuda=torch.version.cuda),
-                  date=time.strftime("%Y-%m-%d"), commit=source_commit(), setup_seconds=time.perf_counter() - t_setup,
-                  data=dict(train_seed=args.seed, test_seeds=[args.seed + k for k in TEST_OFFSETS],
-                            timed_shape=list(timed_shape)), models=[])
+    result = dict(
+        machine=dict(
+            gpu=props.name if props else "none (--device cpu)",
+            gpu_memory_gb=round(props.total_memory / 1e9, 1) if props else 0,
+            cpu=cpu_name(),
+            cpu_count=os.cpu_count(),
+            torch=torch.__version__,
+            cuda=torch.version.cuda,
+        ),
+        date=time.strftime("%Y-%m-%d"),
+        commit=source_commit(),
+        setup_seconds=time.perf_counter() - t_setup,
+        data=dict(
+            train_seed=args.seed, test_seeds=[args.seed + k for k in TEST_OFFSETS], timed_shape=list(timed_shape)
+        ),
+        models=[],
+    )
 
     def save():
         json_path.write_text(json.dumps(result, indent=1))
@@ -129,50 +150,81 @@ def main():
     for cell in test_cells:
         with read_labels(work / f"{cell}_labels.mrc") as truth:
             truths.append(np.array(truth.data))
-    specs = [("unet 2.5D 5 slices (default)", TrainConfig(minutes=args.minutes, seed=args.seed)),
-             ("tomoseg-cnn (4 networks)",
-              tomoseg_config(TrainConfig(arch="tomoseg-cnn", minutes=args.cnn_minutes, seed=args.seed)))]
+    specs = [
+        ("unet 2.5D 5 slices (default)", TrainConfig(minutes=args.minutes, seed=args.seed)),
+        (
+            "tomoseg-cnn (4 networks)",
+            tomoseg_config(TrainConfig(arch="tomoseg-cnn", minutes=args.cnn_minutes, seed=args.seed)),
+        ),
+    ]
     for _, config in specs:
         config.device = args.device
     for name, config in specs:
         print(f"== {name}: training {config.minutes:g} min on {device}", flush=True)
         path = work / (name.split()[0] + ".annotomo")
-        res = train([tomo], [labels], classes, path, config, progress=False, log=lambda *a: None,
-                    overwrite=True)
+        res = train([tomo], [labels], classes, path, config, progress=False, log=lambda *a: None, overwrite=True)
         trained = json.loads(path.with_name(path.name + ".log.json").read_text())["config"]  # what ran
-        row = dict(model=name, train_minutes=config.minutes, iterations=res.iterations,
-                   iterations_per_s=res.iterations / res.seconds, train_precision=trained["precision"],
-                   prefetch_batches=trained["prefetch_batches"])
+        row = dict(
+            model=name,
+            train_minutes=config.minutes,
+            iterations=res.iterations,
+            iterations_per_s=res.iterations / res.seconds,
+            train_precision=trained["precision"],
+            prefetch_batches=trained["prefetch_batches"],
+        )
         if config.arch != "tomoseg-cnn":
             row["sampling_s_per_batch"] = sampling_seconds_per_batch(tomo, labels, len(classes), config)
             row["sampling_share_of_step"] = row["sampling_s_per_batch"] * row["iterations_per_s"]
         predictor = Predictor.from_file(path, device=device)  # the default: bf16 on GPUs that have it
         row["segment_precision"] = predictor.precision
-        written = segment(predictor, [work / f"{cell}_tomo.mrc" for cell in test_cells], work / "seg",
-                          overwrite=True, progress=False, log=lambda *a: None)
+        written = segment(
+            predictor,
+            [work / f"{cell}_tomo.mrc" for cell in test_cells],
+            work / "seg",
+            overwrite=True,
+            progress=False,
+            log=lambda *a: None,
+        )
         scored = score_test_cells([out["labels"] for out in written], truths, classes)
         scores = scored["first"]
-        row.update(mean_dice=scores["mean_dice"], dice={k: v["dice"] for k, v in scores["classes"].items()},
-                   mean_dice_3_cells=scored["pooled"]["mean_dice"], mean_dice_per_cell=scored["per_cell"])
+        row.update(
+            mean_dice=scores["mean_dice"],
+            dice={k: v["dice"] for k, v in scores["classes"].items()},
+            mean_dice_3_cells=scored["pooled"]["mean_dice"],
+            mean_dice_per_cell=scored["per_cell"],
+        )
         for precision in ("fp32", "bf16"):
-            row[precision] = timed_segment(Predictor.from_file(path, device=device, precision=precision),
-                                           work / "bin4.mrc", work / f"time_{precision}", timed_voxels)
+            row[precision] = timed_segment(
+                Predictor.from_file(path, device=device, precision=precision),
+                work / "bin4.mrc",
+                work / f"time_{precision}",
+                timed_voxels,
+            )
         # The same model on the CPU (fp32) against the GPU (fp32), on the first test cell.
         labels_by_device = {}
         for where in (device, torch.device("cpu")):
             p = Predictor.from_file(path, device=where, precision="fp32")
-            out = segment(p, [work / "test1_tomo.mrc"], work / f"agree_{where.type}", overwrite=True,
-                          progress=False, log=lambda *a: None)[0]
+            out = segment(
+                p,
+                [work / "test1_tomo.mrc"],
+                work / f"agree_{where.type}",
+                overwrite=True,
+                progress=False,
+                log=lambda *a: None,
+            )[0]
             with read_labels(out["labels"]) as lab:
                 labels_by_device[where.type] = np.asarray(lab.data).copy()
         row["cpu_gpu_label_agreement"] = float(np.mean(labels_by_device[device.type] == labels_by_device["cpu"]))
         row["profile"] = profile_default(path, work / "bin4.mrc", device)  # where the default path's time goes
         result["models"].append(row)
         save()
-        print(f"   {res.iterations} iterations ({row['iterations_per_s']:.1f}/s), mean Dice {row['mean_dice']:.3f} "
-              f"(3 cells {row['mean_dice_3_cells']:.3f}); 864x864x94: fp32 {row['fp32']['seconds']:.2f} s, "
-              f"bf16 {row['bf16']['seconds']:.2f} s ({args.timed_slices} slices); CPU/GPU labels agree on "
-              f"{100 * row['cpu_gpu_label_agreement']:.3f}% of voxels", flush=True)
+        print(
+            f"   {res.iterations} iterations ({row['iterations_per_s']:.1f}/s), mean Dice {row['mean_dice']:.3f} "
+            f"(3 cells {row['mean_dice_3_cells']:.3f}); 864x864x94: fp32 {row['fp32']['seconds']:.2f} s, "
+            f"bf16 {row['bf16']['seconds']:.2f} s ({args.timed_slices} slices); CPU/GPU labels agree on "
+            f"{100 * row['cpu_gpu_label_agreement']:.3f}% of voxels",
+            flush=True,
+        )
 
     rows = result["models"]
     base = rows[-1]
@@ -182,36 +234,56 @@ def main():
     save()
     m = result["machine"]
     print(f"\n{m['gpu']} ({m['gpu_memory_gb']} GB), torch {m['torch']} CUDA {m['cuda']}, {m['cpu_count']} CPUs")
-    print(f"{'model':<31}{'min':>5}{'iters':>7}{'it/s':>7}{'mean':>7}{'3 cells':>8}"
-          f"{'fp32 s':>8}{'x CNN':>7}{'bf16 s':>8}{'x CNN':>7}{'GPU MB':>8}{'CPU=GPU':>9}")
+    print(
+        f"{'model':<31}{'min':>5}{'iters':>7}{'it/s':>7}{'mean':>7}{'3 cells':>8}"
+        f"{'fp32 s':>8}{'x CNN':>7}{'bf16 s':>8}{'x CNN':>7}{'GPU MB':>8}{'CPU=GPU':>9}"
+    )
     for r in rows:
         f32, b16 = r["fp32"], r["bf16"]
-        print(f"{r['model']:<31}{r['train_minutes']:>5g}{r['iterations']:>7d}{r['iterations_per_s']:>7.1f}"
-              f"{r['mean_dice']:>7.3f}{r['mean_dice_3_cells']:>8.3f}"
-              f"{f32['seconds']:>8.2f}{f32['speedup_vs_tomoseg']:>7.1f}"
-              f"{b16['seconds']:>8.2f}{b16['speedup_vs_tomoseg']:>7.1f}{b16['peak_gpu_mb'] or 0:>8.0f}"
-              f"{100 * r['cpu_gpu_label_agreement']:>8.2f}%")
+        print(
+            f"{r['model']:<31}{r['train_minutes']:>5g}{r['iterations']:>7d}{r['iterations_per_s']:>7.1f}"
+            f"{r['mean_dice']:>7.3f}{r['mean_dice_3_cells']:>8.3f}"
+            f"{f32['seconds']:>8.2f}{f32['speedup_vs_tomoseg']:>7.1f}"
+            f"{b16['seconds']:>8.2f}{b16['speedup_vs_tomoseg']:>7.1f}{b16['peak_gpu_mb'] or 0:>8.0f}"
+            f"{100 * r['cpu_gpu_label_agreement']:>8.2f}%"
+        )
     for r in rows:
         f, prof = r["profile"]["fractions"], r["profile"]
-        print(f"{r['model']}, {prof['precision']}: read+normalise {prof['read_normalise_s']:.2f} s "
-              f"({100 * f['read_normalise']:.0f}%), network input {prof['input_s']:.2f} s ({100 * f['input']:.0f}%), "
-              f"network {prof['network_s']:.2f} s ({100 * f['network']:.0f}%), "
-              f"argmax {prof['argmax_s']:.2f} s ({100 * f['argmax']:.0f}%)")
+        print(
+            f"{r['model']}, {prof['precision']}: read+normalise {prof['read_normalise_s']:.2f} s "
+            f"({100 * f['read_normalise']:.0f}%), network input {prof['input_s']:.2f} s ({100 * f['input']:.0f}%), "
+            f"network {prof['network_s']:.2f} s ({100 * f['network']:.0f}%), "
+            f"argmax {prof['argmax_s']:.2f} s ({100 * f['argmax']:.0f}%)"
+        )
     if args.prefetch_minutes:
         result["prefetch"] = {}
         for depth in (0, 2):
-            config = TrainConfig(minutes=args.prefetch_minutes, seed=args.seed, device=args.device,
-                                 prefetch_batches=depth)
-            res = train([tomo], [labels], classes, work / f"prefetch{depth}.annotomo", config, progress=False,
-                        log=lambda *a: None, overwrite=True)
-            result["prefetch"][f"{depth} batches ahead"] = dict(iterations=res.iterations,
-                                                                iterations_per_s=res.iterations / res.seconds)
+            config = TrainConfig(
+                minutes=args.prefetch_minutes, seed=args.seed, device=args.device, prefetch_batches=depth
+            )
+            res = train(
+                [tomo],
+                [labels],
+                classes,
+                work / f"prefetch{depth}.annotomo",
+                config,
+                progress=False,
+                log=lambda *a: None,
+                overwrite=True,
+            )
+            result["prefetch"][f"{depth} batches ahead"] = dict(
+                iterations=res.iterations, iterations_per_s=res.iterations / res.seconds
+            )
         save()
-        print("default U-Net training, " + ", ".join(f"{k}: {v['iterations_per_s']:.1f} it/s"
-                                                     for k, v in result["prefetch"].items()))
+        print(
+            "default U-Net training, "
+            + ", ".join(f"{k}: {v['iterations_per_s']:.1f} it/s" for k, v in result["prefetch"].items())
+        )
     if "sampling_share_of_step" in rows[0]:
-        print(f"making a training batch on the CPU: {1000 * rows[0]['sampling_s_per_batch']:.0f} ms, "
-              f"{100 * rows[0]['sampling_share_of_step']:.0f}% of a default training step")
+        print(
+            f"making a training batch on the CPU: {1000 * rows[0]['sampling_s_per_batch']:.0f} ms, "
+            f"{100 * rows[0]['sampling_share_of_step']:.0f}% of a default training step"
+        )
     print(f"wrote {json_path}")
 
 

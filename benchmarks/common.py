@@ -18,16 +18,24 @@ from annotomo import simulate
 from annotomo.volumes import open_volume, volume_writer
 from annotomo.zmerge import decide
 
+RESULTS = Path(__file__).resolve().parent / "results"  # the JSON every benchmark writes
+
 
 def source_commit() -> str:
     """The git commit the benchmark ran from ("unknown" outside a git checkout): results files keep rows
     from several versions of the code and the simulator, and this says which produced each."""
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
-                             timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=here, timeout=10).stdout.strip()
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=here,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (out.stdout.strip() + ("+changes" if dirty else "")) if out.returncode == 0 else "unknown"
@@ -72,7 +80,7 @@ def flops_per_voxel(model, context):
 def make_tomogram(path, shape, seed=7):
     """A large tomogram made of simulated 64 x 256 x 256 blocks (realistic content everywhere)."""
     block = simulate(seed=seed).tomogram
-    reps = [int(np.ceil(s / b)) for s, b in zip(shape, block.shape)]
+    reps = [int(np.ceil(s / b)) for s, b in zip(shape, block.shape, strict=True)]
     with volume_writer(path, shape, np.float32, (28.0,) * 3) as out:
         for z in range(0, shape[0], 16):
             zz = np.arange(z, min(z + 16, shape[0])) % (2 * block.shape[0])
@@ -93,7 +101,7 @@ def score_test_cells(label_paths, truths, class_names) -> dict:
     from annotomo.volumes import read_labels
 
     matrices = []
-    for path, truth in zip(label_paths, truths):
+    for path, truth in zip(label_paths, truths, strict=True):
         with read_labels(path) as lab:
             matrices.append(confusion_matrix(truth, lab.data, len(class_names) + 1))
     return score_confusions(matrices, class_names)
@@ -105,8 +113,11 @@ def score_confusions(matrices, class_names) -> dict:
     from annotomo.metrics import scores_from_confusion
 
     cells = [scores_from_confusion(cm, class_names) for cm in matrices]
-    return dict(first=cells[0], pooled=scores_from_confusion(sum(matrices), class_names),
-                per_cell=[round(c["mean_dice"], 4) for c in cells])
+    return dict(
+        first=cells[0],
+        pooled=scores_from_confusion(sum(matrices), class_names),
+        per_cell=[round(c["mean_dice"], 4) for c in cells],
+    )
 
 
 def profile_default(model_path, tomogram, device="cpu"):
@@ -151,10 +162,17 @@ def profile_default(model_path, tomogram, device="cpu"):
             t3 = time.perf_counter()
             t_input, t_net, t_post = t_input + t1 - t0, t_net + t2 - t1, t_post + t3 - t2
     total = t_read + t_input + t_net + t_post
-    return dict(device=str(p.device), precision=p.precision, read_normalise_s=t_read, input_s=t_input,
-                network_s=t_net, argmax_s=t_post,
-                fractions=dict(read_normalise=t_read / total, input=t_input / total, network=t_net / total,
-                               argmax=t_post / total))
+    return dict(
+        device=str(p.device),
+        precision=p.precision,
+        read_normalise_s=t_read,
+        input_s=t_input,
+        network_s=t_net,
+        argmax_s=t_post,
+        fractions=dict(
+            read_normalise=t_read / total, input=t_input / total, network=t_net / total, argmax=t_post / total
+        ),
+    )
 
 
 def add_child_arguments(parser):
@@ -200,9 +218,18 @@ def peak_rss_mb() -> float:
 
 
 def child(model, tomogram, outdir, options):
-    cmd = [sys.executable, sys.argv[0], "--child", "--model", str(model), "--tomogram", str(tomogram),
-           "--outdir", str(outdir), "--options", json.dumps(options)]
+    cmd = [
+        sys.executable,
+        sys.argv[0],
+        "--child",
+        "--model",
+        str(model),
+        "--tomogram",
+        str(tomogram),
+        "--outdir",
+        str(outdir),
+        "--options",
+        json.dumps(options),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-

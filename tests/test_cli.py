@@ -1,34 +1,18 @@
 """The command line as a user runs it: outputs, and one-line errors with a non-zero exit code."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+
+from helpers import CLASSES, assert_clean_error, run_cli
 
 from annotomo.cli import main
 from annotomo.volumes import open_volume, read_labels, write_volume
 
 
-def run_cli(*args):
-    """Run `annotomo ARGS` in a fresh process; return (exit code, stdout, stderr)."""
-    proc = subprocess.run([sys.executable, "-m", "annotomo", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def assert_clean_error(code, err, *fragments):
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if line.startswith("annotomo: error")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], err
-
-
 def test_synth_writes_tomogram_labels_and_preview(tmp_path):
-    code, out, err = run_cli("synth", tmp_path / "cell", "--shape", 24, 96, 96, "--seed", 2, "--pixel-size", 20,
-                             "--preview")
+    code, out, err = run_cli(
+        "synth", tmp_path / "cell", "--shape", 24, 96, 96, "--seed", 2, "--pixel-size", 20, "--preview"
+    )
     assert code == 0, err
     assert "microtubule" in out and "double_membrane" in out
     with open_volume(tmp_path / "cell_tomo.mrc") as t, read_labels(tmp_path / "cell_labels.mrc") as lab:
@@ -38,13 +22,23 @@ def test_synth_writes_tomogram_labels_and_preview(tmp_path):
     assert (tmp_path / "cell_ribosomes.csv").read_text().startswith("x_voxel")
 
 
-def test_segment_and_evaluate_through_the_cli(trained_model, small_files, tmp_path, capsys):
-    model, _ = trained_model
+def test_segment_and_evaluate_through_the_cli(model_file, small_files, tmp_path, capsys):
+    model = model_file
     assert main(["segment", str(model), str(small_files["test_tomo"]), "-o", str(tmp_path), "--quiet"]) == 0
     labels = tmp_path / "test_tomo_labels.mrc"
     assert labels.exists()
-    assert main(["evaluate", str(labels), str(small_files["test_labels"]),
-                 "--classes", "microtubule,ribosome,membrane,double_membrane"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(labels),
+                str(small_files["test_labels"]),
+                "--classes",
+                "microtubule,ribosome,membrane,double_membrane",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "ribosome" in out and "mean" in out
     # Running again without --overwrite refuses and leaves the file as it was.
@@ -57,9 +51,28 @@ def test_training_options_reach_the_model_config(small_files, tmp_path, capsys):
     import json
 
     out = tmp_path / "m.annotomo"
-    code = main(["train", "--tomogram", str(small_files["train_tomo"]), "--labels", str(small_files["train_labels"]),
-                 "--classes", "microtubule,ribosome,membrane,double_membrane", "--out", str(out), "--iterations", "2",
-                 "--context-slices", "3", "--warp-fraction", "0.25", "--z-flip-fraction", "0.75", "--quiet"])
+    code = main(
+        [
+            "train",
+            "--tomogram",
+            str(small_files["train_tomo"]),
+            "--labels",
+            str(small_files["train_labels"]),
+            "--classes",
+            "microtubule,ribosome,membrane,double_membrane",
+            "--out",
+            str(out),
+            "--iterations",
+            "2",
+            "--context-slices",
+            "3",
+            "--warp-fraction",
+            "0.25",
+            "--z-flip-fraction",
+            "0.75",
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     config = json.loads(out.with_name(out.name + ".log.json").read_text())["config"]
     assert (config["context_slices"], config["warp_fraction"], config["z_flip_fraction"]) == (3, 0.25, 0.75)
@@ -79,14 +92,25 @@ def test_not_an_mrc_file(tmp_path):
 
 def test_labels_with_another_shape(tmp_path, small_files):
     write_volume(tmp_path / "lab.mrc", np.zeros((4, 8, 8), np.uint8), (28.0,) * 3)
-    code, _, err = run_cli("train", "--tomogram", small_files["train_tomo"], "--labels", tmp_path / "lab.mrc",
-                           "--classes", "a,b,c,d", "--out", tmp_path / "m.annotomo", "--iterations", 1)
+    code, _, err = run_cli(
+        "train",
+        "--tomogram",
+        small_files["train_tomo"],
+        "--labels",
+        tmp_path / "lab.mrc",
+        "--classes",
+        "a,b,c,d",
+        "--out",
+        tmp_path / "m.annotomo",
+        "--iterations",
+        1,
+    )
     assert_clean_error(code, err, "lab.mrc", "shape")
     assert not (tmp_path / "m.annotomo").exists()
 
 
 def test_help_lists_the_commands():
-    code, out, _ = run_cli("--help")
+    code, out, _ = run_cli("--help", fresh_process=True)  # the installed entry point, as a user runs it
     assert code == 0
     for command in ("demo", "synth", "train", "segment", "evaluate", "info"):
         assert command in out

@@ -2,7 +2,6 @@
 naming the file and the problem, a non-zero exit code, no traceback, inputs untouched, no half files."""
 
 import errno
-import hashlib
 import json
 import os
 import signal
@@ -13,21 +12,30 @@ import time
 import numpy as np
 import pytest
 
+from helpers import CLASSES, assert_clean_error, digest, run_cli
+
 from annotomo import AnnotomoError, segment
 from annotomo.modelfile import read_model_info, save_model
 from annotomo.volumes import write_volume
-from test_cli import assert_clean_error, run_cli
 
-CLASSES = "microtubule,ribosome,membrane,double_membrane"
-
-
-def digest(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
 def train_args(tomo, labels, out, *extra):
-    return ("train", "--tomogram", tomo, "--labels", labels, "--classes", CLASSES, "--out", out,
-            "--iterations", 1, "--quiet", *extra)
+    return (
+        "train",
+        "--tomogram",
+        tomo,
+        "--labels",
+        labels,
+        "--classes",
+        CLASSES,
+        "--out",
+        out,
+        "--iterations",
+        1,
+        "--quiet",
+        *extra,
+    )
 
 
 @pytest.fixture
@@ -37,10 +45,10 @@ def mrc_good(tmp_path):
     return path
 
 
-def test_truncated_mrc(tmp_path, mrc_good, trained_model):
+def test_truncated_mrc(tmp_path, mrc_good, model_file):
     bad = tmp_path / "cut.mrc"
     bad.write_bytes(mrc_good.read_bytes()[:5000])
-    code, _, err = run_cli("segment", trained_model[0], bad, "-o", tmp_path / "out")
+    code, _, err = run_cli("segment", model_file, bad, "-o", tmp_path / "out")
     assert_clean_error(code, err, "cut.mrc", "truncated")
     assert not (tmp_path / "out" / "cut_labels.mrc").exists()
 
@@ -53,24 +61,24 @@ def test_corrupt_header_mode(tmp_path, mrc_good):
     assert_clean_error(code, err, "mode99.mrc", "mode 99")
 
 
-def test_one_slice_volume_as_tomogram(tmp_path, trained_model):
+def test_one_slice_volume_as_tomogram(tmp_path, model_file):
     write_volume(tmp_path / "slice.mrc", np.zeros((1, 64, 64), np.float32), (28.0,) * 3)
-    code, _, err = run_cli("segment", trained_model[0], tmp_path / "slice.mrc", "-o", tmp_path / "o")
+    code, _, err = run_cli("segment", model_file, tmp_path / "slice.mrc", "-o", tmp_path / "o")
     assert_clean_error(code, err, "slice.mrc", "1-slice")
 
 
-def test_nan_voxels(tmp_path, trained_model):
+def test_nan_voxels(tmp_path, model_file):
     vol = np.random.default_rng(1).normal(size=(6, 64, 64)).astype(np.float32)
     vol[3, 10, 10] = np.nan
     write_volume(tmp_path / "nan.mrc", vol, (28.0,) * 3)
-    code, _, err = run_cli("segment", trained_model[0], tmp_path / "nan.mrc", "-o", tmp_path / "o")
+    code, _, err = run_cli("segment", model_file, tmp_path / "nan.mrc", "-o", tmp_path / "o")
     assert_clean_error(code, err, "nan.mrc", "NaN")
     assert not list((tmp_path / "o").glob("*"))  # no output, not even a partial one
 
 
-def test_constant_volume(tmp_path, trained_model):
+def test_constant_volume(tmp_path, model_file):
     write_volume(tmp_path / "flat.mrc", np.full((6, 64, 64), 3.0, np.float32), (28.0,) * 3)
-    code, _, err = run_cli("segment", trained_model[0], tmp_path / "flat.mrc", "-o", tmp_path / "o")
+    code, _, err = run_cli("segment", model_file, tmp_path / "flat.mrc", "-o", tmp_path / "o")
     assert_clean_error(code, err, "flat.mrc", "constant")
 
 
@@ -89,27 +97,43 @@ def test_labels_without_any_annotated_voxel(tmp_path, small_files):
 
 
 def test_a_class_that_never_occurs_is_a_warning(tmp_path, small_files):
-    code, out, err = run_cli("train", "--tomogram", small_files["train_tomo"], "--labels", small_files["train_labels"],
-                             "--classes", CLASSES + ",actin", "--out", tmp_path / "m.annotomo", "--iterations", 3,
-                             "--quiet", "--patch", 64, "--batch-size", 2)
+    code, out, err = run_cli(
+        "train",
+        "--tomogram",
+        small_files["train_tomo"],
+        "--labels",
+        small_files["train_labels"],
+        "--classes",
+        CLASSES + ",actin",
+        "--out",
+        tmp_path / "m.annotomo",
+        "--iterations",
+        3,
+        "--quiet",
+        "--patch",
+        64,
+        "--batch-size",
+        2,
+    )
     assert code == 0, err
     assert "class 5 (actin) has no annotated voxel" in err
     assert (tmp_path / "m.annotomo").exists()
 
 
-def test_classes_that_disagree_with_the_model(tmp_path, trained_model, small_files):
-    code, _, err = run_cli("segment", trained_model[0], small_files["test_tomo"], "-o", tmp_path,
-                           "--classes", "membrane,ribosome")
+def test_classes_that_disagree_with_the_model(tmp_path, model_file, small_files):
+    code, _, err = run_cli(
+        "segment", model_file, small_files["test_tomo"], "-o", tmp_path, "--classes", "membrane,ribosome"
+    )
     assert_clean_error(code, err, "model classes are microtubule,ribosome,membrane,double_membrane")
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")
 @pytest.mark.parametrize("command", ["train", "segment"])
-def test_asking_for_a_gpu_that_is_not_there(tmp_path, trained_model, small_files, command):
+def test_asking_for_a_gpu_that_is_not_there(tmp_path, model_file, small_files, command):
     if command == "train":
         args = train_args(small_files["train_tomo"], small_files["train_labels"], tmp_path / "m.annotomo")
     else:
-        args = ("segment", trained_model[0], small_files["test_tomo"], "-o", tmp_path)
+        args = ("segment", model_file, small_files["test_tomo"], "-o", tmp_path)
     code, _, err = run_cli(*args, "--device", "cuda")
     assert_clean_error(code, err, "--device cuda", "no CUDA GPU")
     assert list(tmp_path.iterdir()) == []
@@ -117,38 +141,39 @@ def test_asking_for_a_gpu_that_is_not_there(tmp_path, trained_model, small_files
     assert_clean_error(code, err, "--device gpu0", "not a device name")
 
 
-def test_a_tile_smaller_than_its_overlap_allows_is_refused_before_anything_is_written(tmp_path, trained_model,
-                                                                                       small_files):
-    code, _, err = run_cli("segment", trained_model[0], small_files["test_tomo"], "-o", tmp_path / "out",
-                           "--tile", 256)
+def test_a_tile_smaller_than_its_overlap_allows_is_refused_before_anything_is_written(
+    tmp_path, model_file, small_files
+):
+    code, _, err = run_cli("segment", model_file, small_files["test_tomo"], "-o", tmp_path / "out", "--tile", 256)
     assert_clean_error(code, err, "--tile 256", "at least 320")
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 def test_output_equal_to_an_input_is_refused(tmp_path, small_files):
     before = digest(small_files["train_tomo"])
-    code, _, err = run_cli(*train_args(small_files["train_tomo"], small_files["train_labels"],
-                                       small_files["train_tomo"], "--overwrite"))
+    code, _, err = run_cli(
+        *train_args(small_files["train_tomo"], small_files["train_labels"], small_files["train_tomo"], "--overwrite")
+    )
     assert_clean_error(code, err, "same as an input")
     assert digest(small_files["train_tomo"]) == before
 
 
-def test_output_folder_that_cannot_be_made(tmp_path, trained_model, small_files):
+def test_output_folder_that_cannot_be_made(tmp_path, model_file, small_files):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, _, err = run_cli("segment", trained_model[0], small_files["test_tomo"], "-o", blocker / "sub")
+    code, _, err = run_cli("segment", model_file, small_files["test_tomo"], "-o", blocker / "sub")
     assert code == 2 and "Traceback" not in err and "file" in err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_output_folder_not_writable(tmp_path, trained_model, small_files):
+def test_output_folder_not_writable(tmp_path, model_file, small_files):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    code, _, err = run_cli("segment", trained_model[0], small_files["test_tomo"], "-o", locked)
+    code, _, err = run_cli("segment", model_file, small_files["test_tomo"], "-o", locked)
     assert_clean_error(code, err, "not writable")
 
 
-def test_full_disk_while_writing_leaves_no_output(tmp_path, trained_model, small_files, monkeypatch):
+def test_full_disk_while_writing_leaves_no_output(tmp_path, model_file, small_files, monkeypatch):
     from annotomo.predict import Predictor
 
     def fill_then_fail(self, volume, normalization, out_labels, out_probabilities=None, **kw):
@@ -157,12 +182,13 @@ def test_full_disk_while_writing_leaves_no_output(tmp_path, trained_model, small
 
     monkeypatch.setattr(Predictor, "segment", fill_then_fail)
     with pytest.raises(AnnotomoError, match="No space left on device"):
-        segment(trained_model[0], [small_files["test_tomo"]], tmp_path / "out", progress=False, log=lambda *a: None)
+        segment(model_file, [small_files["test_tomo"]], tmp_path / "out", progress=False, log=lambda *a: None)
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_a_gpu_out_of_memory_is_one_line_with_advice_and_leaves_no_output(tmp_path, trained_model, small_files,
-                                                                          monkeypatch, capsys):
+def test_a_gpu_out_of_memory_is_one_line_with_advice_and_leaves_no_output(
+    tmp_path, model_file, small_files, monkeypatch, capsys
+):
     from annotomo import cli
     from annotomo.predict import Predictor
 
@@ -170,8 +196,9 @@ def test_a_gpu_out_of_memory_is_one_line_with_advice_and_leaves_no_output(tmp_pa
         raise __import__("torch").cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(Predictor, "_network", no_memory)
-    code = cli.main(["segment", str(trained_model[0]), str(small_files["test_tomo"]), "-o", str(tmp_path / "out"),
-                     "--quiet"])
+    code = cli.main(
+        ["segment", str(model_file), str(small_files["test_tomo"]), "-o", str(tmp_path / "out"), "--quiet"]
+    )
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("annotomo: error")]
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
@@ -180,8 +207,8 @@ def test_a_gpu_out_of_memory_is_one_line_with_advice_and_leaves_no_output(tmp_pa
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "newer", "pickle"])
-def test_damaged_or_hostile_model_files(tmp_path, trained_model, small_files, damage):
-    model, _ = trained_model
+def test_damaged_or_hostile_model_files(tmp_path, model_file, small_files, damage):
+    model = model_file
     bad = tmp_path / f"{damage}.annotomo"
     marker = tmp_path / "PWNED"
     if damage == "garbage":
@@ -195,23 +222,46 @@ def test_damaged_or_hostile_model_files(tmp_path, trained_model, small_files, da
         info.format_version = 99
         save_model(bad, net, info)
     else:  # a pickle that runs a command when unpickled (what torch.save files can do)
-        payload = (f"import pickle, os\nclass P:\n    def __reduce__(self):\n"
-                   f"        return (os.system, ('touch {marker}',))\n"
-                   f"pickle.dump(P(), open('{bad}', 'wb'))\n")
+        payload = (
+            f"import pickle, os\nclass P:\n    def __reduce__(self):\n"
+            f"        return (os.system, ('touch {marker}',))\n"
+            f"pickle.dump(P(), open('{bad}', 'wb'))\n"
+        )
         subprocess.run([sys.executable, "-c", payload], check=True)
     code, _, err = run_cli("segment", bad, small_files["test_tomo"], "-o", tmp_path / "o")
-    expected = {"garbage": "not an annotomo model", "truncated": "damaged", "newer": "newer",
-                "pickle": "not an annotomo model"}[damage]
+    expected = {
+        "garbage": "not an annotomo model",
+        "truncated": "damaged",
+        "newer": "newer",
+        "pickle": "not an annotomo model",
+    }[damage]
     assert_clean_error(code, err, bad.name, expected)
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_interrupted_training_keeps_its_checkpoint_and_resumes(tmp_path, small_files):
     out = tmp_path / "m.annotomo"
     checkpoint = tmp_path / "m.annotomo.checkpoint"
-    args = [sys.executable, "-m", "annotomo", "train", "--tomogram", str(small_files["train_tomo"]),
-            "--labels", str(small_files["train_labels"]), "--classes", CLASSES, "--out", str(out),
-            "--patch", "64", "--batch-size", "4", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "annotomo",
+        "train",
+        "--tomogram",
+        str(small_files["train_tomo"]),
+        "--labels",
+        str(small_files["train_labels"]),
+        "--classes",
+        CLASSES,
+        "--out",
+        str(out),
+        "--patch",
+        "64",
+        "--batch-size",
+        "4",
+        "--quiet",
+    ]
     proc = subprocess.Popen(args + ["--iterations", "100000"], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
@@ -225,8 +275,9 @@ def test_interrupted_training_keeps_its_checkpoint_and_resumes(tmp_path, small_f
     done = read_model_info(checkpoint).provenance["training_state"]["iteration"]
     assert done >= 100
     target = done + 150
-    resumed = subprocess.run(args + ["--iterations", str(target), "--resume"], capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(
+        args + ["--iterations", str(target), "--resume"], capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"at iteration {done}" in resumed.stdout
     log = json.loads((tmp_path / "m.annotomo.log.json").read_text())

@@ -38,12 +38,17 @@ def test_reads_a_portal_style_image_in_nanometres_with_a_channel_axis_and_a_pyra
     full = np.arange(4 * 8 * 10, dtype=np.float32).reshape(1, 4, 8, 10)
     root.create_array("0", shape=full.shape, chunks=(1, 4, 8, 10), dtype=np.float32)[:] = full
     root.create_array("1", shape=(1, 2, 4, 5), chunks=(1, 2, 4, 5), dtype=np.float32)[:] = full[:, ::2, ::2, ::2]
-    root.attrs["multiscales"] = [{
-        "version": "0.4",
-        "axes": [{"name": "c", "type": "channel"}] + [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
-        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1.0, 1.0, 1.0]}]},
-                     {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [1, 2.0, 2.0, 2.0]}]}],
-    }]
+    root.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": "c", "type": "channel"}]
+            + [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
+            "datasets": [
+                {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1.0, 1.0, 1.0]}]},
+                {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [1, 2.0, 2.0, 2.0]}]},
+            ],
+        }
+    ]
     with open_volume(path) as vol:
         assert vol.shape == (4, 8, 10) and vol.voxel_size == (10.0, 10.0, 10.0)
         assert np.array_equal(np.asarray(vol.data), full[0])
@@ -84,13 +89,27 @@ def test_a_failed_write_leaves_no_folder_and_keeps_the_old_output(tmp_path):
         check_output_path(target)
 
 
-def test_segment_from_and_to_ome_zarr_matches_mrc(trained_model, small_files, tmp_path):
-    model, _ = trained_model
+def test_segment_from_and_to_ome_zarr_matches_mrc(model_file, small_files, tmp_path):
+    model = model_file
     with open_volume(small_files["test_tomo"]) as vol:
         write_volume(tmp_path / "cell.ome.zarr", np.asarray(vol.data), vol.voxel_size, origin=(0.0, 28.0, 56.0))
     assert main(["segment", str(model), str(small_files["test_tomo"]), "-o", str(tmp_path / "mrc"), "--quiet"]) == 0
-    assert main(["segment", str(model), str(tmp_path / "cell.ome.zarr"), "-o", str(tmp_path / "zarr"), "--quiet",
-                 "--format", "zarr", "--probabilities"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(model),
+                str(tmp_path / "cell.ome.zarr"),
+                "-o",
+                str(tmp_path / "zarr"),
+                "--quiet",
+                "--format",
+                "zarr",
+                "--probabilities",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "zarr" / "cell_labels.ome.zarr"
     with read_labels(tmp_path / "mrc" / "test_tomo_labels.mrc") as a, read_labels(out) as b:
         assert np.array_equal(a.data, b.data)

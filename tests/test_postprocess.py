@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from annotomo.postprocess import pick_particles, read_centres, remove_small_components, score_picks, write_picks
-from annotomo.volumes import read_labels
 from annotomo.synth import RIBOSOME
-from test_cli import run_cli
+from annotomo.volumes import read_labels
 
 
 def test_picking_the_simulators_true_ribosome_labels_finds_the_true_centres(default_synthetic):
@@ -42,8 +42,16 @@ def test_size_filter_and_files(tmp_path):
 def test_pick_and_evaluate_through_the_cli(tmp_path):
     code, _, err = run_cli("synth", tmp_path / "c", "--shape", 24, 128, 128, "--seed", 3)
     assert code == 0, err
-    code, out, err = run_cli("pick", tmp_path / "c_labels.mrc", "--class", "ribosome", "--classes",
-                             "microtubule,ribosome,membrane,double_membrane", "-o", tmp_path / "picks")
+    code, out, err = run_cli(
+        "pick",
+        tmp_path / "c_labels.mrc",
+        "--class",
+        "ribosome",
+        "--classes",
+        "microtubule,ribosome,membrane,double_membrane",
+        "-o",
+        tmp_path / "picks",
+    )
     assert code == 0, err
     assert (tmp_path / "picks.star").exists() and (tmp_path / "picks.csv").exists()
     code, out, err = run_cli("evaluate", tmp_path / "picks.csv", tmp_path / "c_ribosomes.csv", "--radius", 4)
@@ -61,7 +69,8 @@ def test_star_files_round_trip_and_read_relion_style_columns(tmp_path):
     (tmp_path / "relion.star").write_text(
         "data_optics\n\nloop_\n_rlnOpticsGroup #1\n_rlnImagePixelSize #2\n1 10.0\n\n"
         "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n_rlnCoordinateZ #4\n"
-        "TS_01 10.0 20.0 30.0\nTS_01 11.0 21.0 31.0\n")
+        "TS_01 10.0 20.0 30.0\nTS_01 11.0 21.0 31.0\n"
+    )
     assert np.allclose(read_centres(tmp_path / "relion.star"), [[30, 20, 10], [31, 21, 11]])
 
 
@@ -84,14 +93,27 @@ def test_remove_small_components_per_class():
     assert np.array_equal(labels == 1, before == 1)  # other classes untouched
 
 
-def test_segment_min_size_leaves_no_small_component(trained_model, small_files, tmp_path):
+def test_segment_min_size_leaves_no_small_component(model_file, small_files, tmp_path):
     from scipy import ndimage
 
     from annotomo.cli import main
 
-    model, _ = trained_model
-    assert main(["segment", str(model), str(small_files["test_tomo"]), "-o", str(tmp_path), "--quiet",
-                 "--min-size", "ribosome=100"]) == 0
+    model = model_file
+    assert (
+        main(
+            [
+                "segment",
+                str(model),
+                str(small_files["test_tomo"]),
+                "-o",
+                str(tmp_path),
+                "--quiet",
+                "--min-size",
+                "ribosome=100",
+            ]
+        )
+        == 0
+    )
     with read_labels(tmp_path / "test_tomo_labels.mrc") as vol:
         comps, n = ndimage.label(vol.data == 2, structure=np.ones((3, 3, 3)))
         assert n > 0 and np.bincount(comps.ravel())[1:].min() >= 100

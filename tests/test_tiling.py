@@ -1,5 +1,7 @@
 """Sliding-window geometry."""
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ def test_tiles_cover_everything_with_the_requested_overlap(size, tile, overlap):
         covered[s : s + tile] = True
     assert covered.all()
     assert starts[0] == 0 and starts[-1] + min(tile, size) == size
-    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= tile - overlap for a, b in pairwise(starts))
 
 
 def test_blending_weights_peak_in_the_centre_and_stay_positive():
@@ -29,13 +31,15 @@ def test_padded_size():
     assert padded_size(100, 64) == 128 and padded_size(128, 64) == 128
 
 
-@pytest.mark.parametrize("size,max_tile,overlap,stride", [(3456, 2048, 256, 32), (4096, 2048, 256, 32),
-                                                         (448, 384, 256, 32), (1000, 512, 100, 8), (864, 2048, 256, 32)])
+@pytest.mark.parametrize(
+    "size,max_tile,overlap,stride",
+    [(3456, 2048, 256, 32), (4096, 2048, 256, 32), (448, 384, 256, 32), (1000, 512, 100, 8), (864, 2048, 256, 32)],
+)
 def test_tile_layout_covers_with_overlap_on_the_stride_grid(size, max_tile, overlap, stride):
     tile, starts = tile_layout(size, max_tile, overlap, stride)
     assert tile <= max_tile and tile % stride == 0 and all(s % stride == 0 for s in starts)
     assert starts[0] == 0 and starts[-1] + tile == size
-    assert all(tile - (b - a) >= overlap for a, b in zip(starts, starts[1:]))
+    assert all(tile - (b - a) >= overlap for a, b in pairwise(starts))
     # Never more computed pixels than fixed-size tiles of max_tile would need.
     fixed = len(tile_starts(size, min(max_tile, size), overlap)) * min(max_tile, size)
     assert len(starts) * tile <= fixed

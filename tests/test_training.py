@@ -7,8 +7,8 @@ import torch
 
 from annotomo import TrainConfig, train
 from annotomo.conventions import NOT_ANNOTATED
-from annotomo.modelfile import load_model, read_model_info
 from annotomo.device import cpu_has_fast_bf16
+from annotomo.modelfile import load_model, read_model_info
 from annotomo.training.augment import augment, warp_margin, warp_patches
 from annotomo.training.losses import cross_entropy_and_dice
 
@@ -139,20 +139,28 @@ def test_patch_crops_match_a_padded_volume_wherever_they_hang_over_the_edges():
         zs = np.clip(np.arange(-2, 3) + int(rng.integers(0, 6)), 0, 5)
         window = (slice(pad + y0, pad + y0 + size), slice(pad + x0, pad + x0 + size))
         assert np.array_equal(crop(vol, zs, y0, x0, size, 0.0, reflect=True), reflected[(zs, *window)])
-        assert np.array_equal(crop(lab, zs[:1], y0, x0, size, NOT_ANNOTATED, reflect=False),
-                              filled[(zs[:1], *window)])
+        assert np.array_equal(crop(lab, zs[:1], y0, x0, size, NOT_ANNOTATED, reflect=False), filled[(zs[:1], *window)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_training_learns_at_each_precision_and_says_which_it_used(tmp_path, small_pair, precision):
     if precision == "bf16" and not cpu_has_fast_bf16():
         pytest.skip("bf16 convolutions are very slow on CPUs without AMX or AVX512-BF16")
     sim = small_pair[0]
     out = tmp_path / "m.annotomo"
-    config = TrainConfig(iterations=90, epoch_iterations=30, patch=64, batch_size=4, context_slices=3,
-                         precision=precision, arch_params=dict(widths=(16, 24, 32, 48)))
-    result = train([sim.tomogram], [sim.labels], list(sim.class_names), out, config, progress=False,
-                   log=lambda *a: None)
+    config = TrainConfig(
+        iterations=90,
+        epoch_iterations=30,
+        patch=64,
+        batch_size=4,
+        context_slices=3,
+        precision=precision,
+        arch_params=dict(widths=(16, 24, 32, 48)),
+    )
+    result = train(
+        [sim.tomogram], [sim.labels], list(sim.class_names), out, config, progress=False, log=lambda *a: None
+    )
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     trained = read_model_info(out).provenance["config"]
     assert trained["precision"] == precision
@@ -168,10 +176,12 @@ def test_resumed_optimiser_moments_have_the_layout_of_their_parameters(tmp_path)
     from annotomo.modelfile import ModelInfo
     from annotomo.models import build_model
     from annotomo.training import checkpoint
+
     model, params = build_model("unet", 3, 5, widths=(8, 12, 16, 24))
     model = model.to(memory_format=torch.channels_last)
-    info = ModelInfo(arch="unet", arch_params=params, class_names=["a", "b", "c", "d"], context_slices=3,
-                     pixel_size=None)
+    info = ModelInfo(
+        arch="unet", arch_params=params, class_names=["a", "b", "c", "d"], context_slices=3, pixel_size=None
+    )
     optimizer = torch.optim.AdamW(model.parameters(), fused=True)
     model(torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)).sum().backward()
     optimizer.step()
@@ -183,7 +193,7 @@ def test_resumed_optimiser_moments_have_the_layout_of_their_parameters(tmp_path)
     resumed = torch.optim.AdamW(resumed_model.parameters(), fused=True)
     checkpoint.load_checkpoint(tmp_path / "c", resumed_model, resumed, info)
     convolutions = 0
-    for param, saved in zip(resumed_model.parameters(), model.parameters()):
+    for param, saved in zip(resumed_model.parameters(), model.parameters(), strict=True):
         moments = resumed.state[param]
         for key in ("exp_avg", "exp_avg_sq"):
             assert moments[key].stride() == param.stride(), key
@@ -192,6 +202,7 @@ def test_resumed_optimiser_moments_have_the_layout_of_their_parameters(tmp_path)
     assert convolutions > 0  # the layouts do differ from the file's
 
 
+@pytest.mark.slow
 def test_batches_made_in_the_background_are_the_batches_made_inline(tmp_path, small_pair):
     """Prefetching (the default on GPUs) changes when batches are made, never which: same seed, same model."""
     from annotomo.training.batches import BatchMaker
@@ -201,9 +212,17 @@ def test_batches_made_in_the_background_are_the_batches_made_inline(tmp_path, sm
     for depth in (0, 2):
         out = tmp_path / f"m{depth}.annotomo"
         # on the CPU: GPU training is not bit-reproducible
-        config = TrainConfig(iterations=40, epoch_iterations=20, patch=64, batch_size=4, context_slices=3,
-                             precision="fp32", prefetch_batches=depth, device="cpu",
-                             arch_params=dict(widths=(8, 12, 16, 24)))
+        config = TrainConfig(
+            iterations=40,
+            epoch_iterations=20,
+            patch=64,
+            batch_size=4,
+            context_slices=3,
+            precision="fp32",
+            prefetch_batches=depth,
+            device="cpu",
+            arch_params=dict(widths=(8, 12, 16, 24)),
+        )
         train([sim.tomogram], [sim.labels], list(sim.class_names), out, config, progress=False, log=lambda *a: None)
         weights[depth] = load_model(out)[0].state_dict()
     assert all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from helpers import SHARED_FIXTURES
 
 from annotomo.errors import InputError
 from annotomo.volumes import check_output_path, open_volume, read_labels, volume_writer, write_volume
-from conftest import SHARED_FIXTURES
 
 
 def test_float_round_trip_keeps_values_voxel_size_and_origin(tmp_path):
@@ -58,8 +58,18 @@ RAMP = (np.arange(1536).reshape(8, 12, 16) % 97) - 48
 
 
 @needs_fixtures
-@pytest.mark.parametrize("name", ["mode0_int8.mrc", "mode1_int16.mrc", "mode2_float32.mrc", "mode12_float16.mrc",
-                                  "mode2_float32_bigendian.mrc", "mode2_float32.mrc.gz", "tomo_like.rec"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mode0_int8.mrc",
+        "mode1_int16.mrc",
+        "mode2_float32.mrc",
+        "mode12_float16.mrc",
+        "mode2_float32_bigendian.mrc",
+        "mode2_float32.mrc.gz",
+        "tomo_like.rec",
+    ],
+)
 def test_reads_every_common_mode(name):
     with open_volume(SHARED_FIXTURES / "generated" / name) as vol:
         assert vol.shape == (8, 12, 16)
@@ -99,7 +109,7 @@ def test_a_library_deprecation_notice_is_not_reported_as_a_problem_of_the_file(t
     real_mmap = mrcfile.mmap
 
     def mmap_with_a_deprecation(*args, **kwargs):
-        warnings.warn("Setting the dtype on a NumPy array has been deprecated", DeprecationWarning)
+        warnings.warn("Setting the dtype on a NumPy array has been deprecated", DeprecationWarning, stacklevel=2)
         return real_mmap(*args, **kwargs)
 
     monkeypatch.setattr(mrcfile, "mmap", mmap_with_a_deprecation)
@@ -123,8 +133,13 @@ def test_multipage_tiff_reads_with_imagej_spacing(tmp_path):
     import tifffile
 
     data = np.random.default_rng(0).normal(size=(5, 16, 24)).astype(np.float32)
-    tifffile.imwrite(tmp_path / "stack.tif", data, imagej=True, resolution=(1 / 2.8, 1 / 2.8),
-                     metadata={"unit": "nm", "spacing": 2.8, "axes": "ZYX"})
+    tifffile.imwrite(
+        tmp_path / "stack.tif",
+        data,
+        imagej=True,
+        resolution=(1 / 2.8, 1 / 2.8),
+        metadata={"unit": "nm", "spacing": 2.8, "axes": "ZYX"},
+    )
     with open_volume(tmp_path / "stack.tif") as vol:
         assert np.array_equal(vol.data, data)
         assert vol.voxel_size == pytest.approx((28.0, 28.0, 28.0))

@@ -26,6 +26,7 @@ class FeatureCNN(nn.Module):
         self.conv3 = nn.Conv2d(filters, 1, kernel, padding=pad)
 
     def forward(self, x):
+        """Half-resolution linear output (B, 1, H/2, W/2) of this feature's network."""
         x = F.relu(self.conv1(x))
         x = F.max_pool2d(x, 2)
         x = F.relu(self.conv2(x))
@@ -46,6 +47,7 @@ class TomosegCNN(nn.Module):
         return torch.cat([f(x) for f in self.features], dim=1)
 
     def forward(self, x):
+        """Full-resolution scores (B, n_outputs, H, W), channel 0 the constant merge threshold."""
         y = F.relu(self.half_resolution(x))
         y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
         nothing = torch.full_like(y[:, :1], self.threshold)

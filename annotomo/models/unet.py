@@ -28,8 +28,7 @@ class UNet(nn.Module):
     H and W must be multiples of `stride`.
     """
 
-    def __init__(self, in_channels=5, n_outputs=5, widths=(48, 64, 96, 128), fold=4,
-                 convs_per_level=2, merge="add"):
+    def __init__(self, in_channels=5, n_outputs=5, widths=(48, 64, 96, 128), fold=4, convs_per_level=2, merge="add"):
         super().__init__()
         self.fold = fold
         self.merge = merge
@@ -42,18 +41,22 @@ class UNet(nn.Module):
             cin = w
         self.laterals = nn.ModuleList()
         self.decoders = nn.ModuleList()
-        for w_skip, w_deep in zip(widths[-2::-1], widths[:0:-1]):
+        for w_skip, w_deep in zip(widths[-2::-1], widths[:0:-1], strict=True):
             if merge == "add":
                 self.laterals.append(nn.Conv2d(w_deep, w_skip, 1, bias=False))
                 self.decoders.append(_conv_bn_relu(w_skip, w_skip))
             else:
                 self.laterals.append(nn.Identity())
-                self.decoders.append(nn.Sequential(_conv_bn_relu(w_skip + w_deep, w_skip),
-                                                   *[_conv_bn_relu(w_skip, w_skip)
-                                                     for _ in range(convs_per_level - 1)]))
+                self.decoders.append(
+                    nn.Sequential(
+                        _conv_bn_relu(w_skip + w_deep, w_skip),
+                        *[_conv_bn_relu(w_skip, w_skip) for _ in range(convs_per_level - 1)],
+                    )
+                )
         self.head = nn.Conv2d(widths[0], n_outputs * fold * fold, 1)
 
     def forward(self, x):
+        """Logits (B, n_outputs, H, W) of a (B, in_channels, H, W) batch; H and W multiples of `stride`."""
         if self.fold > 1:
             x = F.pixel_unshuffle(x, self.fold)
         skips = []
@@ -62,7 +65,7 @@ class UNet(nn.Module):
                 x = F.max_pool2d(x, 2)
             x = enc(x)
             skips.append(x)
-        for lateral, dec, skip in zip(self.laterals, self.decoders, skips[-2::-1]):
+        for lateral, dec, skip in zip(self.laterals, self.decoders, skips[-2::-1], strict=True):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = lateral(x) + skip if self.merge == "add" else torch.cat([x, skip], dim=1)
             x = dec(x)

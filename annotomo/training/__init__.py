@@ -10,5 +10,12 @@ from .config import TrainConfig, tomoseg_config
 from .data import AnnotatedTomogram, load_annotated
 from .loop import TrainResult, train
 
-__all__ = ["AnnotatedTomogram", "TrainConfig", "TrainResult", "checkpoint_path", "load_annotated", "tomoseg_config",
-           "train"]
+__all__ = [
+    "AnnotatedTomogram",
+    "TrainConfig",
+    "TrainResult",
+    "checkpoint_path",
+    "load_annotated",
+    "tomoseg_config",
+    "train",
+]

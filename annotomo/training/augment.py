@@ -35,10 +35,20 @@ def warp_patches(images: np.ndarray, labels: np.ndarray, patch: int, rng, scale:
     theta[:, 0, 0], theta[:, 0, 1] = zoom * np.cos(angle), -zoom * np.sin(angle)
     theta[:, 1, 0], theta[:, 1, 1] = zoom * np.sin(angle), zoom * np.cos(angle)
     grid = F.affine_grid(torch.from_numpy(theta), (n, 1, patch, patch), align_corners=False)
-    img = F.grid_sample(torch.from_numpy(np.ascontiguousarray(images)), grid, mode="bilinear",
-                        padding_mode="reflection", align_corners=False)
-    lab = F.grid_sample(torch.from_numpy(labels[:, None].astype(np.float32)), grid, mode="nearest",
-                        padding_mode="zeros", align_corners=False)
+    img = F.grid_sample(
+        torch.from_numpy(np.ascontiguousarray(images)),
+        grid,
+        mode="bilinear",
+        padding_mode="reflection",
+        align_corners=False,
+    )
+    lab = F.grid_sample(
+        torch.from_numpy(labels[:, None].astype(np.float32)),
+        grid,
+        mode="nearest",
+        padding_mode="zeros",
+        align_corners=False,
+    )
     return img.numpy(), lab[:, 0].numpy().astype(np.uint8)
 
 
@@ -70,7 +80,8 @@ def augment(images: np.ndarray, labels: np.ndarray, rng, z_flip_fraction=0.0):
 
 def make_training_batch(sampler, config, rng):
     """One training batch as CPU tensors: images (B, C, H, W) float32 and labels (B, H, W) int64, sampled,
-    warped (when the sampler leaves room for it) and augmented."""
+    warped (when the sampler leaves room for it) and augmented.
+    """
     n = config.batch_size
     # Only the patches to be warped are cropped with the margin warp_patches needs (2.8x the pixels at the
     # default patch and scale; cropping all of them so took 40% of making a batch).

@@ -39,6 +39,7 @@ class BatchMaker:
                 continue
 
     def next(self):
+        """The next batch (made ahead, or now when depth is 0); re-raises an error of the producer."""
         if not self._depth:
             return self._make()
         item = self._queue.get()
@@ -47,6 +48,7 @@ class BatchMaker:
         return item
 
     def close(self):
+        """Stop the producer thread and wait for it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

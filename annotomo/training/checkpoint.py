@@ -1,5 +1,6 @@
 """What training writes: the best model (with provenance), the log and curves, and the resumable
-checkpoint (model + optimiser state, data-only like model files)."""
+checkpoint (model + optimiser state, data-only like model files).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..atomic import atomic_path
 from ..errors import InputError
 from ..modelfile import ModelInfo, load_model, save_model
 from ..volumes import check_output_path
-from ..atomic import atomic_path
 
 
 def checkpoint_path(model_path) -> Path:
@@ -26,9 +27,12 @@ def checkpoint_path(model_path) -> Path:
 def training_outputs(model_path) -> dict[str, Path]:
     """Every file training writes for `model_path`: the model, its checkpoint, log and curves."""
     model_path = Path(model_path)
-    return dict(model=model_path, checkpoint=checkpoint_path(model_path),
-                log=model_path.with_name(model_path.name + ".log.json"),
-                curves=model_path.with_name(model_path.name + ".training.png"))
+    return dict(
+        model=model_path,
+        checkpoint=checkpoint_path(model_path),
+        log=model_path.with_name(model_path.name + ".log.json"),
+        curves=model_path.with_name(model_path.name + ".training.png"),
+    )
 
 
 def check_training_outputs(model_path, inputs=(), overwrite=False, resume=False):
@@ -44,11 +48,13 @@ def check_training_outputs(model_path, inputs=(), overwrite=False, resume=False)
 def provenance(config, data, val_data, state, parent=None):
     """Where a model came from: versions, date, training data, iterations, best score, settings, parent."""
     record = dict(
-        annotomo_version=__version__, torch_version=torch.__version__,
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        annotomo_version=__version__,
+        torch_version=torch.__version__,
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         training_tomograms=[dict(name=d.name, shape=list(d.image.shape), pixel_size=d.pixel_size) for d in data],
         validation_tomograms=[d.name for d in val_data],
-        iterations=state["iteration"], best_epoch=state["best"]["epoch"] if state["best"] else None,
+        iterations=state["iteration"],
+        best_epoch=state["best"]["epoch"] if state["best"] else None,
         best_mean_dice=state["best"]["mean_dice"] if state["best"] else None,
         dice_on="validation" if val_data else "training slices",
         config={k: v for k, v in asdict(config).items() if k != "threads"},
@@ -65,6 +71,7 @@ def save_final(out, model, info, config, data, val_data, state, parent=None):
 
 
 def write_log(out, history, config, dice_on):
+    """Write the training log (history and settings) and the training curves beside the model."""
     from ..preview import save_training_curves
 
     paths = training_outputs(out)
@@ -83,20 +90,32 @@ def save_checkpoint(path, model, optimizer, info, state):
         for key, value in s.items():
             if torch.is_tensor(value):
                 extra[f"_opt.{pid}.{key}"] = value if value.dim() else value.reshape(1)
-    info_copy = ModelInfo(**{**info.__dict__, "provenance": dict(training_state=dict(
-        iteration=state["iteration"], elapsed=state["elapsed"], history=state["history"], best=state["best"]))})
+    info_copy = ModelInfo(
+        **{
+            **info.__dict__,
+            "provenance": dict(
+                training_state=dict(
+                    iteration=state["iteration"], elapsed=state["elapsed"], history=state["history"], best=state["best"]
+                )
+            ),
+        }
+    )
     save_model(path, model, info_copy, extra_tensors=extra)
 
 
 def load_checkpoint(path, model, optimizer, info):
+    """Restore model and optimiser state from a checkpoint; return the loop state."""
     from safetensors.torch import load_file
 
     if not path.exists():
         raise InputError(path, "no checkpoint to resume from (train without --resume first)")
     saved_model, saved_info = load_model(path)
     if saved_info.class_names != info.class_names or saved_info.arch != info.arch:
-        raise InputError(path, f"checkpoint is for classes {saved_info.class_names} ({saved_info.arch}), "
-                               f"not {info.class_names} ({info.arch})")
+        raise InputError(
+            path,
+            f"checkpoint is for classes {saved_info.class_names} ({saved_info.arch}), "
+            f"not {info.class_names} ({info.arch})",
+        )
     model.load_state_dict(saved_model.state_dict())
     tensors = load_file(str(path))
     opt = optimizer.state_dict()

@@ -30,12 +30,14 @@ class AnnotatedTomogram:
     pixel_size: float | None
 
 
-def load_annotated(tomogram, labels, n_classes: int, invert=False, name=None, tomoseg=False, pixel_size=None,
-                   target_pixel_size=None) -> AnnotatedTomogram:
+def load_annotated(
+    tomogram, labels, n_classes: int, invert=False, name=None, tomoseg=False, pixel_size=None, target_pixel_size=None
+) -> AnnotatedTomogram:
     """Read and check a tomogram/labels pair (paths or arrays) and normalise the tomogram.
 
     Args:
-        tomogram, labels: file paths, or arrays (z, y, x) of equal shape.
+        tomogram: a file path, or a (z, y, x) array.
+        labels: a file path, or a uint8 array of the tomogram's shape.
         n_classes: the number of named features (label values above it, except 255, are refused).
         invert: the tomogram shows dense matter bright.
         name: a name for arrays in messages and provenance.
@@ -75,8 +77,11 @@ def load_annotated(tomogram, labels, n_classes: int, invert=False, name=None, to
         raise InputError(path, "contains NaN or infinite voxels")
     bad = (lab > n_classes) & (lab != NOT_ANNOTATED)
     if bad.any():
-        raise InputError(lab_path, f"label values up to {int(lab[bad].max())} but only {n_classes} classes are named "
-                                   f"(0 = background, 1..{n_classes} = classes, 255 = not annotated)")
+        raise InputError(
+            lab_path,
+            f"label values up to {int(lab[bad].max())} but only {n_classes} classes are named "
+            f"(0 = background, 1..{n_classes} = classes, 255 = not annotated)",
+        )
     if not np.any(lab != NOT_ANNOTATED):
         raise InputError(lab_path, "no annotated voxel (every voxel is 255 = not annotated)")
     return AnnotatedTomogram(str(name or path), image, lab, pixel_size)
@@ -86,13 +91,14 @@ class PatchSampler:
     """Random training patches, with a fraction centred on voxels of a randomly chosen feature."""
 
     @classmethod
-    def for_config(cls, data: list[AnnotatedTomogram], n_outputs: int, config: TrainConfig, rng) -> "PatchSampler":
+    def for_config(cls, data: list[AnnotatedTomogram], n_outputs: int, config: TrainConfig, rng) -> PatchSampler:
         """The sampler `train` uses: patches with room around them for warp_patches when warps are on."""
         margin = warp_margin(config.patch, config.warp_scale) if config.warp_fraction > 0 else 0
         return cls(data, n_outputs, config.patch, config.context_slices // 2, rng, config.focus_fraction, margin)
 
-    def __init__(self, data: list[AnnotatedTomogram], n_outputs: int, patch: int, context: int, rng, focus=0.5,
-                 margin=0):
+    def __init__(
+        self, data: list[AnnotatedTomogram], n_outputs: int, patch: int, context: int, rng, focus=0.5, margin=0
+    ):
         self.data, self.patch, self.context, self.rng, self.focus = data, patch, context, rng, focus
         self.margin = margin  # extra pixels on each side of patches that warp_patches rotates and rescales
         self.slices = [np.flatnonzero((d.labels != NOT_ANNOTATED).any(axis=(1, 2))) for d in data]
@@ -117,8 +123,10 @@ class PatchSampler:
         else:
             i = rng.integers(len(self.data))
             z = rng.choice(self.slices[i])
-            y0, x0 = rng.integers(-p // 4, self.data[i].image.shape[1] - 3 * p // 4 + 1), \
-                rng.integers(-p // 4, self.data[i].image.shape[2] - 3 * p // 4 + 1)
+            y0, x0 = (
+                rng.integers(-p // 4, self.data[i].image.shape[1] - 3 * p // 4 + 1),
+                rng.integers(-p // 4, self.data[i].image.shape[2] - 3 * p // 4 + 1),
+            )
         d = self.data[i]
         zs = np.clip(np.arange(z - self.context, z + self.context + 1), 0, d.image.shape[0] - 1)
         m = margin
@@ -131,14 +139,15 @@ class PatchSampler:
         s = self.patch + 2 * margin
         if size == 0:
             return np.zeros((0, 2 * self.context + 1, s, s), np.float32), np.zeros((0, s, s), np.uint8)
-        imgs, labs = zip(*(self._one(margin) for _ in range(size)))
+        imgs, labs = zip(*(self._one(margin) for _ in range(size)), strict=True)
         return np.stack(imgs), np.stack(labs)
 
 
 def crop(vol, zs, y0, x0, size, fill, reflect):
     """A (len(zs), size, size) crop at (y0, x0) that may hang over the edges (reflected or filled).
 
-    Costs O(crop) whatever the slice size: only the bounding box of the needed pixels is gathered."""
+    Costs O(crop) whatever the slice size: only the bounding box of the needed pixels is gathered.
+    """
     ny, nx = vol.shape[1:]
     zs = np.asarray(zs)
     if 0 <= y0 and y0 + size <= ny and 0 <= x0 and x0 + size <= nx:  # inside: one gather of the crop
@@ -155,6 +164,7 @@ def crop(vol, zs, y0, x0, size, fill, reflect):
 
 
 def reflect_index(idx, n):
+    """Indices reflected into [0, n) without repeating the edge (NumPy's 'reflect' padding)."""
     if n == 1:
         return np.zeros_like(idx)
     period = 2 * (n - 1)

@@ -23,8 +23,14 @@ def parent_record(path, info: ModelInfo) -> dict:
     """What a fine-tuned model's provenance says of its parent: name, file digest, classes, origin."""
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     prov = info.provenance or {}
-    return dict(model=model_label(path), sha256=digest, class_names=list(info.class_names),
-                created=prov.get("created"), iterations=prov.get("iterations"), parent=prov.get("parent"))
+    return dict(
+        model=model_label(path),
+        sha256=digest,
+        class_names=list(info.class_names),
+        created=prov.get("created"),
+        iterations=prov.get("iterations"),
+        parent=prov.get("parent"),
+    )
 
 
 def start_from(init, class_names: list[str], config: TrainConfig, log=print):
@@ -40,8 +46,13 @@ def start_from(init, class_names: list[str], config: TrainConfig, log=print):
     parent, info = load_model(init)
     if info.arch == "tomoseg-cnn":
         raise AnnotomoError(f"{init}: fine-tuning the tomoseg CNN is not supported; start from a U-Net model")
-    config = replace(config, arch=info.arch, arch_params=dict(info.arch_params), context_slices=info.context_slices,
-                     invert_contrast=info.invert_contrast)
+    config = replace(
+        config,
+        arch=info.arch,
+        arch_params=dict(info.arch_params),
+        context_slices=info.context_slices,
+        invert_contrast=info.invert_contrast,
+    )
     record = parent_record(resolve_model(init), info)
     if list(class_names) == list(info.class_names):
         return parent, config, info, record
@@ -50,12 +61,14 @@ def start_from(init, class_names: list[str], config: TrainConfig, log=print):
     model, _ = build_model(info.arch, info.context_slices, len(class_names) + 1, **info.arch_params)
     own = model.state_dict()
     inherited = {k: v for k, v in parent.state_dict().items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(inherited, strict=False)
+    model.load_state_dict(inherited, strict=True)
     kept = [n for n in class_names if n in info.class_names]
     _copy_output_rows(parent, model, info.class_names, class_names)
     new = [n for n in class_names if n not in info.class_names]
-    log(f"fine-tuning {model_label(init)} for other features: the output layer starts afresh for "
-        f"{', '.join(new) or 'none'}; kept from the model: background" + (f", {', '.join(kept)}" if kept else ""))
+    log(
+        f"fine-tuning {model_label(init)} for other features: the output layer starts afresh for "
+        f"{', '.join(new) or 'none'}; kept from the model: background" + (f", {', '.join(kept)}" if kept else "")
+    )
     return model, config, info, record
 
 
@@ -67,7 +80,10 @@ def _copy_output_rows(parent, model, parent_classes, classes):
     pairs = [(0, 0)] + [(parent_classes.index(n) + 1, k + 1) for k, n in enumerate(classes) if n in parent_classes]
     with torch.no_grad():
         for old, new in pairs:
-            rows_old, rows_new = slice(old * per_class, (old + 1) * per_class), slice(new * per_class, (new + 1) * per_class)
+            rows_old, rows_new = (
+                slice(old * per_class, (old + 1) * per_class),
+                slice(new * per_class, (new + 1) * per_class),
+            )
             new_head.weight[rows_new] = old_head.weight[rows_old]
             if new_head.bias is not None:
                 new_head.bias[rows_new] = old_head.bias[rows_old]

@@ -55,9 +55,21 @@ class TrainResult:
     interrupted: bool = False
 
 
-def train(tomograms, labels, class_names, out, config: TrainConfig | None = None, validation=(),
-          progress=True, resume=False, log=print, overwrite=False, init=None, stop=None,
-          on_epoch=None) -> TrainResult:
+def train(
+    tomograms,
+    labels,
+    class_names,
+    out,
+    config: TrainConfig | None = None,
+    validation=(),
+    progress=True,
+    resume=False,
+    log=print,
+    overwrite=False,
+    init=None,
+    stop=None,
+    on_epoch=None,
+) -> TrainResult:
     """Train one network for all features on (tomogram, labels) pairs; write the best model to `out`.
 
     Args:
@@ -111,10 +123,14 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
     n_outputs = len(class_names) + 1
     tomoseg = config.arch == "tomoseg-cnn"
     target = parent.pixel_size if parent else None
-    data = [load_annotated(t, l, len(class_names), config.invert_contrast, tomoseg=tomoseg, target_pixel_size=target)
-            for t, l in zip(tomograms, labels, strict=True)]
-    val_data = [load_annotated(t, l, len(class_names), config.invert_contrast, tomoseg=tomoseg,
-                               target_pixel_size=target) for t, l in validation]
+    data = [
+        load_annotated(t, lab, len(class_names), config.invert_contrast, tomoseg=tomoseg, target_pixel_size=target)
+        for t, lab in zip(tomograms, labels, strict=True)
+    ]
+    val_data = [
+        load_annotated(t, lab, len(class_names), config.invert_contrast, tomoseg=tomoseg, target_pixel_size=target)
+        for t, lab in validation
+    ]
     _check_classes_present(data, class_names)
     pixel_sizes = {d.pixel_size for d in data if d.pixel_size}
     if len(pixel_sizes) > 1:
@@ -127,9 +143,15 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
     else:
         arch_params, pixel_size, preprocessing = parent.arch_params, parent.pixel_size, parent.preprocessing
     model = model.to(device, memory_format=torch.channels_last)  # ~17% faster training steps on CPUs
-    info = ModelInfo(arch=config.arch, arch_params=arch_params, class_names=class_names,
-                     context_slices=config.context_slices, pixel_size=pixel_size,
-                     invert_contrast=config.invert_contrast, preprocessing=preprocessing)
+    info = ModelInfo(
+        arch=config.arch,
+        arch_params=arch_params,
+        class_names=class_names,
+        context_slices=config.context_slices,
+        pixel_size=pixel_size,
+        invert_contrast=config.invert_contrast,
+        preprocessing=preprocessing,
+    )
     if tomoseg:
         loss_fn = tomoseg_loss
     elif config.dice_loss_weight:
@@ -138,8 +160,9 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
         loss_fn = weighted_cross_entropy
     weights = class_weights(data, n_outputs, config.class_weight_power, config.max_class_weight).to(device)
     # fused: one kernel for all parameters (the per-tensor loop took ~4% of a CPU training step)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
-                                  fused=True)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 gradients underflow
     sampler = PatchSampler.for_config(data, n_outputs, config, rng)
     plan_data = val_data or data
@@ -162,11 +185,18 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
             return state["iteration"] / budget_iters
         return (time.perf_counter() - start) / budget_seconds
 
-    bar = tqdm(total=budget_iters or int(budget_seconds), unit="it" if budget_iters else "s", desc="training",
-               disable=report is not None or not progress, leave=False,
-               initial=state["iteration"] if budget_iters else int(state["elapsed"]))
-    with StopSignals() as signals, BatchMaker(partial(make_training_batch, sampler, config, rng),
-                                              config.prefetch_batches) as batches:
+    bar = tqdm(
+        total=budget_iters or int(budget_seconds),
+        unit="it" if budget_iters else "s",
+        desc="training",
+        disable=report is not None or not progress,
+        leave=False,
+        initial=state["iteration"] if budget_iters else int(state["elapsed"]),
+    )
+    with (
+        StopSignals() as signals,
+        BatchMaker(partial(make_training_batch, sampler, config, rng), config.prefetch_batches) as batches,
+    ):
 
         def stopping():
             return signals.requested or stop_requested()
@@ -177,8 +207,11 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
             for _ in range(config.epoch_iterations):
                 if fraction_done() >= 1.0 or stopping():
                     break
-                lr_scale = min(1.0, (state["iteration"] + 1) / warmup) * 0.5 * (
-                    1 + math.cos(math.pi * min(fraction_done(), 1.0)))
+                lr_scale = (
+                    min(1.0, (state["iteration"] + 1) / warmup)
+                    * 0.5
+                    * (1 + math.cos(math.pi * min(fraction_done(), 1.0)))
+                )
                 for g in optimizer.param_groups:
                     g["lr"] = config.learning_rate * max(lr_scale, 0.01)
                 x, y = batches.next()
@@ -200,10 +233,15 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
                 break
             model.eval()
             ev = evaluate_slices(model, info, plan_data, plan, weights, device)
-            entry = dict(epoch=len(state["history"]) + 1, iteration=state["iteration"],
-                         seconds=round(time.perf_counter() - start, 1), train_loss=float(np.mean(losses)),
-                         val_loss=ev["loss"], mean_dice=ev["scores"]["mean_dice"],
-                         **{f"dice_{k}": v["dice"] for k, v in ev["scores"]["classes"].items()})
+            entry = dict(
+                epoch=len(state["history"]) + 1,
+                iteration=state["iteration"],
+                seconds=round(time.perf_counter() - start, 1),
+                train_loss=float(np.mean(losses)),
+                val_loss=ev["loss"],
+                mean_dice=ev["scores"]["mean_dice"],
+                **{f"dice_{k}": v["dice"] for k, v in ev["scores"]["classes"].items()},
+            )
             state["history"].append(entry)
             bar.set_postfix(loss=f"{entry['train_loss']:.3f}", dice=f"{entry['mean_dice']:.3f}")
             if state["best"] is None or _better(entry, state["best"]):
@@ -220,8 +258,10 @@ def train(tomograms, labels, class_names, out, config: TrainConfig | None = None
         raise AnnotomoError("training stopped before the first epoch finished; no model was written")
     write_log(out, state["history"], config, "validation tomograms" if val_data else "training slices")
     if signalled:
-        print(f"annotomo: interrupted: best model so far in {out}; continue with --resume (state in {ckpt})",
-              file=sys.stderr)
+        print(
+            f"annotomo: interrupted: best model so far in {out}; continue with --resume (state in {ckpt})",
+            file=sys.stderr,
+        )
     elif interrupted:
         log(f"stopped: best model so far in {out} (state for resuming in {ckpt})")
     else:
@@ -265,5 +305,7 @@ def _check_classes_present(data, class_names):
         counts += np.bincount(d.labels.ravel(), minlength=256)[: len(class_names) + 1]
     for k, name in enumerate(class_names, start=1):
         if counts[k] == 0:
-            warnings.warn(f"class {k} ({name}) has no annotated voxel in the training labels; "
-                          "the model cannot learn it", stacklevel=2)
+            warnings.warn(
+                f"class {k} ({name}) has no annotated voxel in the training labels; the model cannot learn it",
+                stacklevel=2,
+            )

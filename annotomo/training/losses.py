@@ -1,5 +1,6 @@
 """Training losses: class-weighted cross-entropy (with a soft Dice term by default), and EMAN2
-tomoseg's loss for its CNN. Unannotated pixels (255) are left out of every loss."""
+tomoseg's loss for its CNN. Unannotated pixels (255) are left out of every loss.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def cross_entropy_and_dice(model, x, y, weights, dice_weight):
     """Weighted cross-entropy plus `dice_weight` x (1 - soft Dice averaged over the features present).
 
     One log-softmax serves both terms, and the Dice sums are gathered per class instead of multiplying
-    the probabilities with a one-hot copy of the labels (the loss was ~12% of a CPU training step)."""
+    the probabilities with a one-hot copy of the labels (the loss was ~12% of a CPU training step).
+    """
     logits = model(x).float()  # the loss in fp32 under mixed precision
     log_prob = torch.log_softmax(logits, 1)
     ce = F.nll_loss(log_prob, y, weight=weights, ignore_index=NOT_ANNOTATED)
@@ -42,7 +44,8 @@ def cross_entropy_and_dice(model, x, y, weights, dice_weight):
     predicted = prob.sum((0, 2, 3))[1:]  # per class: probability mass, true voxels, their overlap
     true = torch.bincount(target[annotated], minlength=n)[1:].to(prob.dtype)
     overlap = torch.zeros(n, dtype=prob.dtype, device=prob.device).index_add_(
-        0, target.reshape(-1), prob.gather(1, target.unsqueeze(1)).reshape(-1))[1:]
+        0, target.reshape(-1), prob.gather(1, target.unsqueeze(1)).reshape(-1)
+    )[1:]
     present = true > 0
     dice = (2 * overlap + 1.0) / (predicted + true + 1.0)
     soft_dice = dice[present].mean() if present.any() else torch.ones((), device=logits.device)
@@ -52,7 +55,8 @@ def cross_entropy_and_dice(model, x, y, weights, dice_weight):
 def tomoseg_loss(model, x, y, weights=None):
     """EMAN2 tomoseg's loss, per feature network: log of the mean squared error between the label
     (binary mask, mean-shrunk by 2 to the output's half resolution) and min(output, 1), summed over
-    features. Unannotated pixels are left out."""
+    features. Unannotated pixels are left out.
+    """
     out = model.half_resolution(x).float()
     annotated = F.avg_pool2d((y != NOT_ANNOTATED).float()[:, None], 2)[:, 0] > 0.99
     total = 0.0

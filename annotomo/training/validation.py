@@ -22,7 +22,8 @@ def validation_plan(data, n_slices, rng):
 
 def evaluate_slices(model, info, data, plan, loss_weights, device="cpu") -> dict:
     """Validation loss and per-class scores of `model` on the planned slices (in fp32, so that epochs
-    compare on the same footing whatever precision trains)."""
+    compare on the same footing whatever precision trains).
+    """
     from ..predict import Predictor  # the inference engine scores the slices, as it would segment them
 
     predictor = Predictor(model, info, device=device, precision="fp32", fuse=False, channels_last=False)
