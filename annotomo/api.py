@@ -6,6 +6,7 @@ name, renamed when complete) and never modifies its inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from contextlib import ExitStack
@@ -54,6 +55,7 @@ def segment(
     log=print,
     output_format="mrc",
     min_size=None,
+    invert_contrast=False,
     **predictor_options,
 ) -> list[dict]:
     """Segment each tomogram with `model` (a path or a Predictor); returns the written paths per input.
@@ -86,7 +88,8 @@ def segment(
     results = []
     for vol, paths in plans:
         with vol:
-            norm = info.normalization_for(vol.data, vol.path)
+            norm = info.normalization_for(vol.data, vol.path, invert_contrast)
+            warn_if_inverted(norm, vol.path, invert_contrast)
             if needs_resampling(info.pixel_size, vol.pixel_size):
                 warnings.warn(
                     f"{vol.path}: pixel size {vol.pixel_size:g} A differs from the model's "
@@ -124,6 +127,17 @@ def segment(
         )
         results.append({k: str(v) for k, v in paths.items()})
     return results
+
+
+def warn_if_inverted(norm, path, invert_contrast=False):
+    """Warn when the tomogram's intensities suggest the opposite contrast of what the model expects."""
+    if norm.looks_inverted:
+        advice = "drop --invert-contrast" if invert_contrast else "if so, use --invert-contrast"
+        warnings.warn(
+            f"{path}: intensities are skewed towards bright values (skewness {norm.skewness:+.2f} as the "
+            f"model sees them), as where dense matter is bright; {advice}",
+            stacklevel=3,
+        )
 
 
 def _min_voxels_by_index(min_size, class_names) -> dict[int, int]:
@@ -188,8 +202,23 @@ def evaluate(prediction, truth, class_names=None, json_path=None) -> dict:
 
 
 def synthesize(prefix, preview=False, overwrite=False, log=print, **simulate_options):
-    """Simulate a tomogram; write PREFIX_tomo.mrc, PREFIX_labels.mrc, true ribosome centres as
-    PREFIX_ribosomes.csv and PREFIX_ribosomes.star (+ PNG).
+    """Simulate a tomogram (`annotomo.simulate`) and write it with its ground truth.
+
+    Args:
+        prefix: path prefix of the outputs.
+        preview: also write PREFIX_preview.png (xy and xz slices with the labels).
+        overwrite: replace existing outputs.
+        log: where messages go.
+        **simulate_options: passed to `annotomo.simulate` (shape, pixel_size, seed, randomise, conditions).
+
+    Returns:
+        (SyntheticTomogram, {output name: path}): PREFIX_tomo.mrc, PREFIX_labels.mrc (feature names stored
+        in the header), the true ribosome centres as PREFIX_ribosomes.star and .csv, and the conditions
+        as PREFIX_conditions.json.
+
+    Raises:
+        InputError: an output exists (without overwrite) or cannot be written.
+        ValueError: a simulation option out of range.
     """
     from . import synth
 
@@ -199,6 +228,7 @@ def synthesize(prefix, preview=False, overwrite=False, log=print, **simulate_opt
         labels=Path(prefix + "_labels.mrc"),
         ribosomes=Path(prefix + "_ribosomes.csv"),
         ribosomes_star=Path(prefix + "_ribosomes.star"),
+        conditions=Path(prefix + "_conditions.json"),
     )
     if preview:
         paths["preview"] = Path(prefix + "_preview.png")
@@ -210,6 +240,14 @@ def synthesize(prefix, preview=False, overwrite=False, log=print, **simulate_opt
     write_volume(paths["labels"], result.labels, vs, class_names=result.class_names)
     centres = np.asarray(result.ribosome_centres, dtype=float).reshape(-1, 3)
     write_picks(Picks(centres, None, result.pixel_size), paths["ribosomes_star"], paths["ribosomes"])
+    with atomic_path(paths["conditions"]) as tmp:
+        record = dict(
+            shape=list(result.tomogram.shape),
+            pixel_size=result.pixel_size,
+            seed=simulate_options.get("seed", 0),
+            conditions=dataclasses.asdict(result.conditions),
+        )
+        tmp.write_text(json.dumps(record, indent=1))
     if preview:
         from .preview import save_overlay
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
 
 
@@ -35,8 +36,11 @@ def atomic_path(path):
     """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."""
     path = Path(path)
     tmp = temporary_sibling(path)
+    mode = stat.S_IMODE(tmp.stat().st_mode)  # a library may write its own file over it (safetensors: 0600)
     try:
         yield tmp
+        if stat.S_IMODE(tmp.stat().st_mode) != mode:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -57,19 +57,87 @@ def _add_synth(sub):
         "synth",
         help="simulate a labelled cellular tomogram",
         description="Write PREFIX_tomo.mrc (float32), PREFIX_labels.mrc (uint8: 0 background, "
-        "1 microtubule, 2 ribosome, 3 membrane, 4 double_membrane) and "
-        "PREFIX_ribosomes.csv (true particle centres).",
+        "1 microtubule, 2 ribosome, 3 membrane, 4 double_membrane; the names are stored in the file), "
+        "PREFIX_ribosomes.star/.csv (true particle centres) and PREFIX_conditions.json. Every imaging and "
+        "specimen option defaults to annotomo's reference condition, or with --randomise to a draw from "
+        "the ranges real tomograms span.",
     )
     p.add_argument("prefix")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the cell, its noise and (with --randomise) its conditions")
     p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("Z", "Y", "X"), default=(64, 256, 256))
     p.add_argument("--pixel-size", type=_positive_float, default=28.0, help="Angstrom per voxel (default 28)")
-    p.add_argument("--snr", type=_positive_float, default=0.5, help="signal/noise variance ratio (default 0.5)")
-    p.add_argument("--tilt-range", type=_positive_float, default=60.0, help="+- degrees (default 60)")
-    p.add_argument("--defocus", type=float, default=3.0, help="micrometres underfocus (default 3)")
+    p.add_argument(
+        "--randomise",
+        "--randomize",
+        action="store_true",
+        help="draw every condition not given from realistic ranges (domain randomisation)",
+    )
+    imaging = p.add_argument_group("imaging")
+    imaging.add_argument("--snr", type=_positive_float, help="signal/noise variance ratio (default 0.5)")
+    imaging.add_argument("--defocus", type=float, help="micrometres underfocus (default 3)")
+    imaging.add_argument("--tilt-range", type=_positive_float, help="+- degrees (default 60)")
+    imaging.add_argument("--tilt-step", type=_positive_float, help="degrees (default 3)")
+    imaging.add_argument(
+        "--tilt-scheme",
+        choices=["dose-symmetric", "bidirectional", "unidirectional"],
+        help="acquisition order (matters with --dose; default dose-symmetric)",
+    )
+    imaging.add_argument("--dose", type=float, help="total electrons per square Angstrom (default 0: no damage)")
+    imaging.add_argument(
+        "--dose-weighting",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="weight each tilt by its radiation damage in the reconstruction",
+    )
+    imaging.add_argument(
+        "--reconstruction",
+        choices=["wbp", "sirt", "denoised"],
+        help="WBP (default), SIRT-like low-pass, or denoised (cryoCARE-like)",
+    )
+    imaging.add_argument("--sirt-iterations", type=_positive_int, help="(default 20)")
+    imaging.add_argument(
+        "--invert-contrast", action=argparse.BooleanOptionalAction, default=None, help="dense matter bright"
+    )
+    specimen = p.add_argument_group("specimen and labels")
+    specimen.add_argument("--thickness", type=_positive_float, help="lamella thickness, nm (default 84%% of the depth)")
+    specimen.add_argument(
+        "--membrane-profile",
+        choices=["two-leaflet", "broad", "asymmetric"],
+        help="how bilayers look (default two-leaflet)",
+    )
+    specimen.add_argument(
+        "--membrane-label-width",
+        type=_positive_float,
+        help="nm labelled across each bilayer (default 4.5, the bilayer; annotators draw 6-10)",
+    )
+    specimen.add_argument(
+        "--protofilaments",
+        type=_non_negative_int,
+        help="microtubule wall texture (13 in cells; default 0: smooth walls)",
+    )
+    specimen.add_argument("--crowding", type=_positive_float, help="ribosomes and proteins per volume (default 1)")
     p.add_argument("--preview", action="store_true", help="also write PREFIX_preview.png")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_synth)
+
+
+SYNTH_CONDITIONS = (
+    "snr",
+    "defocus",
+    "tilt_range",
+    "tilt_step",
+    "tilt_scheme",
+    "dose",
+    "dose_weighting",
+    "reconstruction",
+    "sirt_iterations",
+    "invert_contrast",
+    "thickness",
+    "membrane_profile",
+    "membrane_label_width",
+    "protofilaments",
+    "crowding",
+)
 
 
 def cmd_synth(args):
@@ -77,22 +145,30 @@ def cmd_synth(args):
 
     if min(args.shape) < 8:
         raise AnnotomoError(f"--shape {' '.join(map(str, args.shape))}: every size must be at least 8 voxels")
-    result, paths = synthesize(
-        args.prefix,
-        preview=args.preview,
-        overwrite=args.overwrite,
-        seed=args.seed,
-        shape=tuple(args.shape),
-        pixel_size=args.pixel_size,
-        snr=args.snr,
-        tilt_range=args.tilt_range,
-        defocus=args.defocus,
-    )
+    conditions = {name: getattr(args, name) for name in SYNTH_CONDITIONS}
+    try:
+        result, paths = synthesize(
+            args.prefix,
+            preview=args.preview,
+            overwrite=args.overwrite,
+            seed=args.seed,
+            shape=tuple(args.shape),
+            pixel_size=args.pixel_size,
+            randomise=args.randomise,
+            **conditions,
+        )
+    except ValueError as exc:
+        raise AnnotomoError(f"synth: {exc}") from None
     print(f"{'index':>5}  {'class':<16}{'voxel fraction':>15}")
     for index, name, fraction in result.class_table():
         print(f"{index:>5}  {name:<16}{fraction:>15.4f}")
+    print("conditions: " + ", ".join(f"{k} {_short_value(v)}" for k, v in vars(result.conditions).items()))
     for path in paths.values():
         print(f"wrote {path}")
+
+
+def _short_value(value):
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _add_train(sub):
@@ -279,6 +355,11 @@ def _add_segment(sub):
         help="set connected components smaller than this to background in the labels, for every "
         "feature (e.g. 50) or per feature (e.g. ribosome=200,membrane=500)",
     )
+    p.add_argument(
+        "--invert-contrast",
+        action="store_true",
+        help="the tomograms' dense matter is bright, unlike the model's training data (nothing is rewritten)",
+    )
     p.add_argument("--classes", help="expected class names (comma-separated): refuse a model with other classes")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -331,6 +412,7 @@ def cmd_segment(args):
         tta=args.tta,
         output_format=args.output_format,
         min_size=args.min_size,
+        invert_contrast=args.invert_contrast,
     )
     print(f"done in {time.perf_counter() - start:.1f} s")
 
@@ -450,6 +532,58 @@ def cmd_demo(args):
     run_demo(Path(args.outdir), minutes=args.minutes, seed=args.seed)
 
 
+def _add_models(sub):
+    p = sub.add_parser(
+        "models",
+        help="list the built-in models (usable wherever a model file is)",
+        description="The models shipped inside annotomo: name, features, pixel size and what they "
+        "were trained on. A name works wherever a model path does (segment, train --init, "
+        "view --model, the Python API).",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list of objects instead of a table")
+    p.set_defaults(func=cmd_models)
+
+
+def builtin_model_rows() -> list[dict]:
+    """One row per built-in model: name, classes, pixel_size, training data, file and size."""
+    from .modelfile import builtin_models, read_model_info
+
+    rows = []
+    for name, path in builtin_models().items():
+        info = read_model_info(path)
+        prov = info.provenance or {}
+        rows.append(
+            dict(
+                name=name,
+                classes=list(info.class_names),
+                pixel_size=info.pixel_size,
+                context_slices=info.context_slices,
+                arch=info.arch,
+                training_data=prov.get("training_data") or f"{len(prov.get('training_tomograms', []))} tomograms",
+                iterations=prov.get("iterations"),
+                file=str(path),
+                megabytes=round(path.stat().st_size / 1e6, 2),
+            )
+        )
+    return rows
+
+
+def cmd_models(args):
+    rows = builtin_model_rows()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        print("no built-in models in this installation")
+        return
+    for row in rows:
+        print(
+            f"{row['name']}: {', '.join(row['classes'])}; {row['pixel_size']:g} A/pixel; "
+            f"{row['context_slices']} context slices; {row['megabytes']:.1f} MB"
+        )
+        print(f"    trained on {row['training_data']}")
+
+
 def _add_info(sub):
     p = sub.add_parser("info", help="describe a tomogram, label or model file")
     p.add_argument("files", nargs="+")
@@ -487,7 +621,10 @@ def cmd_info(args):
 
 
 def _is_model_file(path) -> bool:
-    """Safetensors files start with an 8-byte header length followed by a JSON object."""
+    """Safetensors files start with an 8-byte header length followed by a JSON object; or a built-in name."""
+    from .modelfile import resolve_model
+
+    path = resolve_model(path)
     try:
         with open(path, "rb") as fh:
             head = fh.read(9)
@@ -506,7 +643,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"annotomo {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_synth, _add_train, _add_segment, _add_evaluate, _add_pick, _add_info):
+    for add in (_add_demo, _add_synth, _add_train, _add_segment, _add_evaluate, _add_pick, _add_models, _add_info):
         add(sub)
     return parser
 

@@ -40,11 +40,16 @@ class ModelInfo:
     provenance: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
-    def normalization_for(self, volume, path="tomogram"):
-        """The intensity normalisation this model expects, measured on `volume`."""
+    def normalization_for(self, volume, path="tomogram", invert_contrast=False):
+        """The intensity normalisation this model expects, measured on `volume`.
+
+        invert_contrast: `volume`'s contrast is the opposite of the model's training data (e.g. dense
+        matter bright for a model trained on raw, dense-dark tomograms).
+        """
         from .normalize import robust_normalization
 
-        return robust_normalization(volume, path, self.invert_contrast, self.preprocessing == "tomoseg")
+        invert = self.invert_contrast != bool(invert_contrast)
+        return robust_normalization(volume, path, invert, self.preprocessing == "tomoseg")
 
     @property
     def n_outputs(self) -> int:

@@ -7,13 +7,16 @@ squash the contrast of the rest.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .errors import InputError
 
 CLIP = 5.0
+# Simulated cells give -0.07 (SNR 0.1) to -1.7 (denoised) with dense matter dark, the same positive
+# when inverted; a tomogram above this is more likely inverted than not.
+INVERTED_SKEWNESS = 0.2
 TOMOSEG_CLIP = 3.0
 
 
@@ -25,6 +28,14 @@ class Normalization:
     scale: float
     invert: bool = False  # True for tomograms where dense matter is bright
     tomoseg_filter: bool = False  # EMAN2 tomoseg's band-pass and per-slice normalisation instead
+    # Skewness of the normalised sample, as the model sees it (after any inversion): negative when dense
+    # matter is dark, as annotomo expects; strongly positive suggests the contrast is the other way round.
+    skewness: float | None = field(default=None, compare=False)
+
+    @property
+    def looks_inverted(self) -> bool:
+        """True when the intensities are skewed towards bright values, as where dense matter is bright."""
+        return self.skewness is not None and self.skewness > INVERTED_SKEWNESS
 
     def apply(self, block: np.ndarray, overwrite: bool = False) -> np.ndarray:
         """The normalised float32 block; overwrite=True may reuse a float32 `block`'s memory (no copy)."""
@@ -69,7 +80,10 @@ def robust_normalization(volume, path="tomogram", invert: bool = False, tomoseg_
         sigma = float(sample.std())
     if not sigma > 0:
         raise InputError(path, f"is constant (every voxel is {float(med):g}); nothing to segment")
-    return Normalization(float(med), float(sigma), invert, tomoseg_filter)
+    seen = np.clip((sample - med) / sigma, -CLIP, CLIP)
+    spread = float(seen.std())
+    skewness = float(np.mean((seen - seen.mean()) ** 3) / spread**3) if spread > 0 else 0.0
+    return Normalization(float(med), float(sigma), invert, tomoseg_filter, -skewness if invert else skewness)
 
 
 def tomoseg_preprocess(block: np.ndarray, invert: bool = False) -> np.ndarray:

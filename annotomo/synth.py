@@ -19,7 +19,7 @@ wraps around from one edge to the opposite one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.fft
@@ -171,11 +171,18 @@ def _inside(points, extent, margin=0.0):
     return np.all((points >= -margin) & (points <= extent + margin), axis=-1)
 
 
-def build_cell(extent_nm, rng: np.random.Generator) -> Cell:
-    """Draw a random cell filling a field of view of `extent_nm` (z, y, x)."""
+def build_cell(extent_nm, rng: np.random.Generator, thickness_nm: float | None = None, crowding: float = 1.0) -> Cell:
+    """Draw a random cell filling a field of view of `extent_nm` (z, y, x).
+
+    thickness_nm: the lamella's thickness, centred in z (default 84% of the field's depth); crowding:
+    multiplies the number of ribosomes and soluble proteins per volume.
+    """
     extent = np.asarray(extent_nm, dtype=float)
-    thickness = extent[0]
-    slab = (0.08 * thickness, 0.92 * thickness)
+    if thickness_nm is None:
+        slab = (0.08 * extent[0], 0.92 * extent[0])
+    else:
+        half = min(float(thickness_nm), extent[0]) / 2
+        slab = (extent[0] / 2 - half, extent[0] / 2 + half)
     cell = Cell(extent=extent, slab=slab)
     area = extent[1] * extent[2] / 1e6  # um^2 of field of view
     volume = area * (slab[1] - slab[0]) / 1e3  # um^3 of lamella
@@ -248,11 +255,11 @@ def build_cell(extent_nm, rng: np.random.Generator) -> Cell:
                 cell.actin.append(Filament(pts, ACTIN_RADIUS))
 
     obstacles = _Obstacles(cell)
-    n_ribosomes = rng.poisson(2600 * volume)
+    n_ribosomes = rng.poisson(2600 * volume * crowding)
     centres = np.array([random_point(margin=LSU_RADIUS) for _ in range(4 * n_ribosomes)]).reshape(-1, 3)
     for c in obstacles.place(centres, np.full(len(centres), 15.0), 4.0, n_ribosomes):
         cell.ribosomes.append(Ribosome(c, _random_unit(rng)))
-    n_proteins = rng.poisson(30000 * volume)
+    n_proteins = rng.poisson(30000 * volume * crowding)
     radii = rng.uniform(2.0, 5.5, 3 * n_proteins)
     centres = np.array([random_point(margin=r) for r in radii]).reshape(-1, 3)
     for c, r in zip(obstacles.place(centres, radii, 1.0, n_proteins), obstacles.placed_radii, strict=True):
@@ -355,33 +362,66 @@ class _Grid:
         return self.box(np.zeros(3), np.asarray(self.shape) * self.px)
 
 
-def _add_bilayer(density, d, grid, weight):
-    """Add a bilayer whose mid-plane is at d = 0, evaluating the profile only near the surface."""
-    near = np.abs(d) < HEADGROUP_OFFSET + 4 * np.hypot(HEADGROUP_SIGMA, 0.3 * grid.px) + grid.px
-    density[near] += (weight[near] * _bilayer_density(d[near], grid)).astype(np.float32)
+MEMBRANE_PROFILES = ("two-leaflet", "broad", "asymmetric")
+BROAD_SIGMA = 1.6  # nm: one line as wide as a bilayer, as membranes look at low resolution or denoised
+ASYMMETRY = 1.35  # outer / mean headgroup density of an asymmetric bilayer (inner: 2 - ASYMMETRY)
 
 
-def _bilayer_density(d, grid):
-    sigma = np.hypot(HEADGROUP_SIGMA, 0.3 * grid.px)
+def _add_bilayer(density, d, grid, weight, profile="two-leaflet"):
+    """Add a bilayer whose mid-plane is at d = 0 (d > 0 outside), evaluating the profile only near it."""
+    reach = HEADGROUP_OFFSET + 4 * np.hypot(HEADGROUP_SIGMA, 0.3 * grid.px) + grid.px
+    if profile == "broad":
+        reach = 4 * np.hypot(BROAD_SIGMA, 0.3 * grid.px) + grid.px
+    near = np.abs(d) < reach
+    density[near] += (weight[near] * bilayer_density(d[near], grid.px, grid.edge, profile)).astype(np.float32)
+
+
+def bilayer_density(d, pixel_nm, edge_nm, profile="two-leaflet"):
+    """Density across a bilayer at signed distance d (nm) from its mid-plane, blurred by the voxel.
+
+    two-leaflet: two headgroup layers 3.8 nm apart and the lipid tails' dip between them; asymmetric: the
+    same with a denser outer leaflet; broad: one line of the same integrated density.
+    """
+    sigma = np.hypot(HEADGROUP_SIGMA, 0.3 * pixel_nm)
     amp = DENSITY["headgroup"] * HEADGROUP_SIGMA / sigma  # keep the integrated density per leaflet
-    heads = amp * (_gauss_line(d, -HEADGROUP_OFFSET, sigma) + _gauss_line(d, HEADGROUP_OFFSET, sigma))
-    return heads + DENSITY["tails"] * _box(d, HEADGROUP_OFFSET - 0.5, grid.edge)
+    tails = DENSITY["tails"] * _box(d, HEADGROUP_OFFSET - 0.5, edge_nm)
+    if profile == "two-leaflet":
+        return amp * (_gauss_line(d, -HEADGROUP_OFFSET, sigma) + _gauss_line(d, HEADGROUP_OFFSET, sigma)) + tails
+    if profile == "asymmetric":
+        inner, outer = 2 - ASYMMETRY, ASYMMETRY
+        return (
+            amp * (inner * _gauss_line(d, -HEADGROUP_OFFSET, sigma) + outer * _gauss_line(d, HEADGROUP_OFFSET, sigma))
+            + tails
+        )
+    if profile == "broad":
+        total = 2 * DENSITY["headgroup"] * HEADGROUP_SIGMA * np.sqrt(2 * np.pi) + DENSITY["tails"] * 2 * (
+            HEADGROUP_OFFSET - 0.5
+        )
+        broad = np.hypot(BROAD_SIGMA, 0.3 * pixel_nm)
+        return total / (broad * np.sqrt(2 * np.pi)) * _gauss_line(d, 0.0, broad)
+    raise ValueError(f"membrane profile must be one of {', '.join(MEMBRANE_PROFILES)}, got {profile!r}")
 
 
-def _membrane_half_width(grid):
-    return BILAYER_THICKNESS / 2
-
-
-def render(cell: Cell, shape, pixel_size: float):
+def render(
+    cell: Cell,
+    shape,
+    pixel_size: float,
+    membrane_profile="two-leaflet",
+    membrane_label_width=BILAYER_THICKNESS,
+    protofilaments=0,
+):
     """Rasterise `cell` on a (z, y, x) grid of `pixel_size` Angstrom: (density, labels).
 
     Density is projected potential relative to water (dense = positive); labels are uint8.
+    membrane_profile: see bilayer_density; membrane_label_width: nm labelled across each bilayer (4.5, the
+    bilayer itself, or wider, as annotators draw membranes); protofilaments: microtubule walls made of
+    this many protofilaments with the 8 nm tubulin repeat along them (0: a smooth wall).
     """
     grid = _Grid(shape, pixel_size / 10.0)
     density = np.zeros(shape, dtype=np.float32)
     labels = np.zeros(shape, dtype=np.uint8)
     sl, pts = grid.full()
-    half = _membrane_half_width(grid)
+    half = membrane_label_width / 2
 
     # Compartments and cytoplasm: fill densities by region, then membranes on top.
     comp = cell.compartment_sdf(pts)
@@ -399,16 +439,16 @@ def render(cell: Cell, shape, pixel_size: float):
 
     for s in cell.sheets + cell.vesicles:
         d = s.sdf(pts)
-        _add_bilayer(density, d, grid, in_slab)
+        _add_bilayer(density, d, grid, in_slab, membrane_profile)
         labels[(np.abs(d) <= half) & (in_slab > 0.5)] = MEMBRANE
     for shape_, sep in cell.double_membranes:
         d = shape_.sdf(pts)
-        _add_bilayer(density, d, grid, in_slab)
-        _add_bilayer(density, d + sep, grid, in_slab)
+        _add_bilayer(density, d, grid, in_slab, membrane_profile)
+        _add_bilayer(density, d + sep, grid, in_slab, membrane_profile)
         labels[(d <= half) & (d >= -sep - half) & (in_slab > 0.5)] = DOUBLE_MEMBRANE
 
     for f in cell.microtubules:
-        _render_filament(f, grid, density, labels, hollow=True)
+        _render_filament(f, grid, density, labels, hollow=True, protofilaments=protofilaments)
     for f in cell.actin:
         _render_filament(f, grid, density, labels, hollow=False)
     for r in cell.ribosomes:
@@ -427,7 +467,7 @@ def render(cell: Cell, shape, pixel_size: float):
     return density, labels
 
 
-def _render_filament(f: Filament, grid: _Grid, density, labels, hollow: bool):
+def _render_filament(f: Filament, grid: _Grid, density, labels, hollow: bool, protofilaments: int = 0):
     margin = f.radius + 3 * grid.edge + grid.px
     sl, p = grid.box(f.points.min(0) - margin, f.points.max(0) + margin)
     if sl is None:
@@ -437,7 +477,7 @@ def _render_filament(f: Filament, grid: _Grid, density, labels, hollow: bool):
     # Query only voxels within the filament's tube-shaped neighbourhood (the box can be large).
     tree = cKDTree(f.points)
     flat = p.reshape(-1, 3)
-    dist, _ = tree.query(flat, distance_upper_bound=margin, workers=-1)
+    dist, nearest = tree.query(flat, distance_upper_bound=margin, workers=-1)
     d = dist.reshape(p.shape[:-1])
     near = np.isfinite(d)
     if not near.any():
@@ -446,6 +486,8 @@ def _render_filament(f: Filament, grid: _Grid, density, labels, hollow: bool):
     if hollow:
         wall = (MT_OUTER_RADIUS - MT_INNER_RADIUS) / 2
         value = DENSITY["protein"] * _box(dn - (MT_OUTER_RADIUS - wall), wall, grid.edge)
+        if protofilaments:
+            value = value * _wall_texture(f.points, p[near], nearest.reshape(p.shape[:-1])[near], protofilaments)
     else:
         value = DENSITY["protein"] * _step(dn - f.radius, grid.edge)
     block = density[sl]
@@ -455,6 +497,26 @@ def _render_filament(f: Filament, grid: _Grid, density, labels, hollow: bool):
         inner = np.zeros_like(near)
         inner[near] = dn <= f.radius
         lab[inner] = MICROTUBULE
+
+
+def _wall_texture(points, voxels, nearest, protofilaments, repeat_nm=8.0):
+    """Density factor (mean 1) of a microtubule wall of `protofilaments` strands with a `repeat_nm` repeat.
+
+    The angle about the axis is measured in a frame that follows the curve (tangent, then the direction
+    perpendicular to it and to z), so the strands run along the tube.
+    """
+    tangent = np.gradient(points, axis=0)
+    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+    t = tangent[nearest]
+    across = np.cross(t, np.array([1.0, 0.0, 0.0]))  # (z, y, x): perpendicular to the tangent and to z
+    flat = np.linalg.norm(across, axis=1) < 1e-6
+    across[flat] = np.cross(t[flat], np.array([0.0, 1.0, 0.0]))
+    across /= np.linalg.norm(across, axis=1, keepdims=True)
+    third = np.cross(t, across)
+    offset = voxels - points[nearest]
+    angle = np.arctan2(np.einsum("ij,ij->i", offset, third), np.einsum("ij,ij->i", offset, across))
+    along = nearest.astype(float)  # points are 1 nm apart along the curve
+    return (1 + 0.6 * np.cos(protofilaments * angle)) * (1 + 0.15 * np.cos(2 * np.pi * along / repeat_nm))
 
 
 def _texture(shape, rng, sigma_px, amplitude):
@@ -481,30 +543,117 @@ def ctf_1d(k, defocus_um, voltage_kv=300.0, cs_mm=2.7, amplitude_contrast=0.07, 
     return -phase * np.exp(-bfactor * k**2 / 4)
 
 
-def tilt_transfer(shape, tilt_range_deg, tilt_step_deg, thickness_px):
-    """WBP transfer in the (kz, kx) plane: (signal weight, noise amplitude weight), each (nz, nx//2+1).
+TILT_SCHEMES = ("dose-symmetric", "bidirectional", "unidirectional")
+RECONSTRUCTIONS = ("wbp", "sirt", "denoised")
 
-    Each tilt fills a slab around its central slice: the sinc^2 profile of a sample of that thickness,
-    approximated by its Gaussian main lobe (sigma = 0.39 / thickness); the ramp weighting
-    of WBP (capped where slices no longer overlap) makes the sampled region's weight ~1.
+
+def tilt_angles(tilt_range_deg, tilt_step_deg) -> np.ndarray:
+    """The tilt angles of a symmetric series, ascending, in degrees."""
+    return np.arange(-tilt_range_deg, tilt_range_deg + 1e-6, tilt_step_deg)
+
+
+def acquisition_order(angles, scheme="dose-symmetric") -> np.ndarray:
+    """Each tilt's place in the acquisition (0 = first), for ascending `angles` in degrees.
+
+    dose-symmetric (Hagen et al. 2017): 0, then groups of two alternating sides, +1 +2, -1 -2, +3 +4, ...;
+    bidirectional: 0 up to the highest tilt, then from the first negative tilt down; unidirectional:
+    from the lowest tilt to the highest.
     """
-    nz, _, nx = shape
-    kz = scipy.fft.fftfreq(nz)[:, None]
-    kx = scipy.fft.rfftfreq(nx)[None, :]
-    tilts = np.deg2rad(np.arange(-tilt_range_deg, tilt_range_deg + 1e-6, tilt_step_deg))
+    angles = np.asarray(angles, float)
+    zero = int(np.argmin(np.abs(angles)))
+    positive, negative = list(range(zero + 1, len(angles))), list(range(zero - 1, -1, -1))
+    if scheme == "unidirectional":
+        sequence = list(range(len(angles)))
+    elif scheme == "bidirectional":
+        sequence = [zero, *positive, *negative]
+    elif scheme == "dose-symmetric":
+        sequence = [zero]
+        for start in range(0, max(len(positive), len(negative)), 2):
+            sequence += positive[start : start + 2] + negative[start : start + 2]
+    else:
+        raise ValueError(f"tilt scheme must be one of {', '.join(TILT_SCHEMES)}, got {scheme!r}")
+    order = np.empty(len(angles), int)
+    order[sequence] = np.arange(len(angles))
+    return order
+
+
+def critical_exposure(k) -> np.ndarray:
+    """Electrons per square Angstrom after which a spatial frequency k (1/Angstrom) has lost 1/e of its
+    amplitude to radiation damage (Grant & Grigorieff 2015, 300 kV).
+    """
+    k = np.maximum(np.asarray(k, float), 1e-6)
+    return 0.245 * k**-1.665 + 2.81
+
+
+def tilt_transfer(
+    shape,
+    tilt_range_deg,
+    tilt_step_deg,
+    thickness_px,
+    pixel_size=None,
+    dose=0.0,
+    scheme="dose-symmetric",
+    dose_weighting=False,
+    reconstruction="wbp",
+    sirt_iterations=20,
+):
+    """Transfer of a single-axis tilt series and its reconstruction: (signal weight, noise amplitude weight).
+
+    Each (nz, ny or 1, nx//2+1), on the rfft grid of `shape` (z, y, x). Each tilt fills a slab around its
+    central slice: the sinc^2 profile of a sample of that thickness, approximated by its Gaussian main lobe
+    (sigma = 0.39 / thickness). Weighted back-projection ("wbp") weights by the ramp (capped where slices
+    no longer overlap), so that the sampled region's weight is ~1; a SIRT-like reconstruction ("sirt",
+    and "denoised", which starts from WBP) instead converges per frequency as 1 - (1 - h)^iterations,
+    where h is the back-projection's own coverage: low frequencies come through fully, high ones
+    attenuated (a low-pass).
+
+    With a total `dose` (electrons per square Angstrom, spread evenly over the tilts, in `scheme`'s
+    order), each tilt's signal is attenuated by exp(-exposure / (2 critical_exposure(k))), where exposure
+    is what the specimen received before the middle of that tilt; `dose_weighting` then weights each tilt
+    by its own attenuation (normalised per frequency), as IMOD and Warp do, which lowers the noise of the
+    later, damaged tilts at high frequency. Noise is per tilt and passes through the same weights.
+    """
+    nz, ny, nx = shape
+    kz = scipy.fft.fftfreq(nz)[:, None, None]
+    kx = scipy.fft.rfftfreq(nx)[None, None, :]
+    angles = tilt_angles(tilt_range_deg, tilt_step_deg)
+    tilts = np.deg2rad(angles)
     s = 0.39 / thickness_px
     kr = np.hypot(kz, kx)
-    ramp = np.minimum(kr * np.deg2rad(tilt_step_deg), s * np.sqrt(2 * np.pi)) / (s * np.sqrt(2 * np.pi))
-    signal = np.zeros_like(kr)
-    noise_power = np.zeros_like(kr)
-    for t in tilts:
-        # The beam direction at tilt t is (z cos t + x sin t); its central slice is k . beam = 0.
-        g = np.exp(-0.5 * ((kz * np.cos(t) + kx * np.sin(t)) / s) ** 2)
-        signal += g
-        noise_power += g**2
-    signal *= ramp
-    noise = np.sqrt(noise_power) * ramp
-    signal[0, 0] = 1.0
+    slabs = [np.exp(-0.5 * ((kz * np.cos(t) + kx * np.sin(t)) / s) ** 2) for t in tilts]  # beam (z cos t + x sin t)
+    if reconstruction == "wbp":
+        weight = np.minimum(kr * np.deg2rad(tilt_step_deg), s * np.sqrt(2 * np.pi)) / (s * np.sqrt(2 * np.pi))
+    elif reconstruction in ("sirt", "denoised"):
+        coverage = sum(slabs)
+        h = np.minimum(coverage / len(tilts), 1.0)
+        converged = 1 - (1 - h) ** (sirt_iterations if reconstruction == "sirt" else 1)
+        weight = np.divide(converged, coverage, out=np.zeros_like(coverage), where=coverage > 1e-12)
+        if reconstruction == "denoised":  # denoisers start from WBP reconstructions
+            weight = np.minimum(kr * np.deg2rad(tilt_step_deg), s * np.sqrt(2 * np.pi)) / (s * np.sqrt(2 * np.pi))
+    else:
+        raise ValueError(f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, got {reconstruction!r}")
+    if not dose:
+        signal = sum(slabs) * weight
+        noise = np.sqrt(sum(g**2 for g in slabs)) * weight
+        signal[0, 0, 0] = 1.0
+        return signal, noise
+    if pixel_size is None:
+        raise ValueError("a dose needs the pixel size (radiation damage depends on the spatial frequency)")
+    ky = scipy.fft.fftfreq(ny)[None, :, None]
+    k = np.sqrt(kz**2 + ky**2 + kx**2) / pixel_size
+    exposure = (acquisition_order(angles, scheme) + 0.5) * dose / len(tilts)
+    rate = (-0.5 / critical_exposure(k)).astype(np.float32)  # float32: one 3D array per tilt follows
+    slabs = [g.astype(np.float32) for g in slabs]
+    attenuation = [np.exp(rate * np.float32(e)) for e in exposure]
+    if dose_weighting:
+        rms = np.sqrt(sum(a**2 for a in attenuation) / len(attenuation))
+        weights = [a / rms for a in attenuation]
+    else:
+        weights = [1.0] * len(attenuation)
+    signal = sum(g * a * w for g, a, w in zip(slabs, attenuation, weights, strict=True)) * weight
+    noise = np.sqrt(sum((g * w) ** 2 for g, w in zip(slabs, weights, strict=True))) * weight
+    noise = np.broadcast_to(noise, signal.shape)
+    signal[0, 0, 0] = 1.0
     return signal, noise
 
 
@@ -517,8 +666,29 @@ def missing_wedge_mask(shape, tilt_range_deg):
     return np.broadcast_to(wedge, (nz, ny, nx // 2 + 1))
 
 
-def image(density, pixel_size, rng, snr, tilt_range, defocus_um, tilt_step=3.0, slab_fraction=0.84):
-    """Tilt-series imaging and WBP of `density`, modelled in Fourier space; returns float32 volume.
+def image(
+    density,
+    pixel_size,
+    rng,
+    snr,
+    tilt_range,
+    defocus_um,
+    tilt_step=3.0,
+    slab_fraction=0.84,
+    thickness_px=None,
+    dose=0.0,
+    tilt_scheme="dose-symmetric",
+    dose_weighting=False,
+    reconstruction="wbp",
+    sirt_iterations=20,
+    invert_contrast=False,
+):
+    """Tilt-series imaging and reconstruction of `density`, modelled in Fourier space; returns float32 volume.
+
+    snr: signal-to-noise variance ratio of the reconstruction (before any denoising); thickness_px: the
+    specimen's thickness (default slab_fraction of the depth); see tilt_transfer for the tilt series,
+    dose, dose weighting and reconstruction; "denoised" then removes most of the noise and smooths by
+    a voxel, as cryoCARE-like denoisers do; invert_contrast: dense matter bright.
 
     The Fourier model is periodic, but a specimen continues beyond the field of view: imaged as it is,
     matter at one edge would wrap around to the opposite edge (a first or last column up to ~0.8 sigma
@@ -526,6 +696,15 @@ def image(density, pixel_size, rng, snr, tilt_range, defocus_um, tilt_step=3.0, 
     as the tilts smear it) and the margin is cropped from the image.
     """
     shape = density.shape
+    thickness_px = slab_fraction * shape[0] if thickness_px is None else thickness_px
+    transfer = dict(
+        pixel_size=pixel_size,
+        dose=dose,
+        scheme=tilt_scheme,
+        dose_weighting=dose_weighting,
+        reconstruction=reconstruction,
+        sirt_iterations=sirt_iterations,
+    )
     reach = shape[0] / 2 * np.tan(np.deg2rad(min(tilt_range, 80.0)))  # x smearing of the highest tilt
     my, mx = 16, 16 + int(np.ceil(reach))  # 16 pixels: well beyond the CTF's few-pixel delocalisation
     padded = np.pad(density, ((0, 0), (my, my), (mx, mx)), mode="reflect")
@@ -536,33 +715,40 @@ def image(density, pixel_size, rng, snr, tilt_range, defocus_um, tilt_step=3.0, 
     ky = scipy.fft.fftfreq(padded_shape[1])[None, :, None]
     kx = scipy.fft.rfftfreq(padded_shape[2])[None, None, :]
     k = np.sqrt(kz**2 + ky**2 + kx**2) / pixel_size
-    signal_w, _ = tilt_transfer(padded_shape, tilt_range, tilt_step, slab_fraction * shape[0])
-    fd *= (ctf_1d(k, defocus_um) * signal_w[:, None, :]).astype(np.float32)
+    signal_w, _ = tilt_transfer(padded_shape, tilt_range, tilt_step, thickness_px, **transfer)
+    fd *= (ctf_1d(k, defocus_um) * signal_w).astype(np.float32)
     fd[0, 0, 0] = 0
     clean = scipy.fft.irfftn(fd, s=padded_shape, workers=-1).astype(np.float32)
     clean = np.ascontiguousarray(clean[:, my : my + shape[1], mx : mx + shape[2]])
     del fd
     # Noise is stationary: periodic noise has no edges, so it is made at the field's own size.
-    _, noise_w = tilt_transfer(shape, tilt_range, tilt_step, slab_fraction * shape[0])
+    _, noise_w = tilt_transfer(shape, tilt_range, tilt_step, thickness_px, **transfer)
     fn = scipy.fft.rfftn(rng.standard_normal(shape, dtype=np.float32), workers=-1)
-    fn *= noise_w[:, None, :].astype(np.float32)
+    fn *= noise_w.astype(np.float32)
     fn[0, 0, 0] = 0
     noise = scipy.fft.irfftn(fn, s=shape, workers=-1).astype(np.float32)
     noise *= np.sqrt(clean.var() / (snr * noise.var()))
-    return clean + noise
+    volume = clean + noise
+    if reconstruction == "denoised":
+        volume = ndimage.gaussian_filter(clean + DENOISED_RESIDUAL * noise, 0.7)
+    return -volume if invert_contrast else volume
+
+
+DENOISED_RESIDUAL = 0.25  # noise amplitude a denoiser leaves
 
 
 @dataclass
 class SyntheticTomogram:
     """A simulated tomogram with its exact labels and what made it."""
 
-    tomogram: np.ndarray  # float32 (z, y, x), dense dark
+    tomogram: np.ndarray  # float32 (z, y, x), dense dark (unless conditions.invert_contrast)
     labels: np.ndarray  # uint8 (z, y, x)
     pixel_size: float  # Angstrom
     class_names: tuple = SYNTH_CLASSES
     ribosome_centres: np.ndarray = None  # (n, 3) (z, y, x) in voxels
     density: np.ndarray = None  # noise-free projected density (dense positive)
     cell: Cell = None
+    conditions: Conditions = None
 
     def class_table(self):
         """Rows of (index, name, voxel fraction), background first."""
@@ -572,34 +758,145 @@ class SyntheticTomogram:
         return [(i, names[i], float(frac[i])) for i in range(len(names))]
 
 
+@dataclass(frozen=True)
+class Conditions:
+    """How a tomogram was imaged and how its specimen and labels look: every `simulate` option but the
+    field of view and the seed. The defaults are annotomo's reference condition.
+    """
+
+    snr: float = 0.5  # signal-to-noise variance ratio of the reconstruction (before denoising)
+    defocus: float = 3.0  # micrometres underfocus
+    tilt_range: float = 60.0  # +- degrees
+    tilt_step: float = 3.0  # degrees
+    tilt_scheme: str = "dose-symmetric"  # or "bidirectional", "unidirectional" (matters with a dose)
+    dose: float = 0.0  # total electrons per square Angstrom (0: no radiation damage modelled)
+    dose_weighting: bool = False  # weight each tilt by its damage in the reconstruction
+    thickness: float | None = None  # lamella thickness, nm (None: 84% of the field's depth)
+    reconstruction: str = "wbp"  # "wbp", "sirt" (SIRT-like low-pass) or "denoised" (cryoCARE-like)
+    sirt_iterations: int = 20
+    membrane_profile: str = "two-leaflet"  # or "broad", "asymmetric"
+    membrane_label_width: float = BILAYER_THICKNESS  # nm labelled across a bilayer (annotators draw wider)
+    protofilaments: int = 0  # microtubule wall texture (13 in cells; 0: a smooth wall)
+    crowding: float = 1.0  # ribosomes and soluble proteins per volume, relative to the default
+    invert_contrast: bool = False  # dense matter bright
+
+    def check(self):
+        """Raise ValueError naming the first option out of its range."""
+        problems = [
+            (self.snr > 0, "snr must be positive"),
+            (0 < self.tilt_range <= 90, "tilt range must be in (0, 90] degrees"),
+            (0 < self.tilt_step <= self.tilt_range, "tilt step must be positive and at most the tilt range"),
+            (self.defocus >= 0, "defocus must be >= 0 micrometres"),
+            (self.tilt_scheme in TILT_SCHEMES, f"tilt scheme must be one of {', '.join(TILT_SCHEMES)}"),
+            (self.dose >= 0, "dose must be >= 0"),
+            (self.thickness is None or self.thickness > 0, "thickness must be positive (nm)"),
+            (self.reconstruction in RECONSTRUCTIONS, f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}"),
+            (self.sirt_iterations >= 1, "SIRT iterations must be >= 1"),
+            (
+                self.membrane_profile in MEMBRANE_PROFILES,
+                f"membrane profile must be one of {', '.join(MEMBRANE_PROFILES)}",
+            ),
+            (self.membrane_label_width > 0, "membrane label width must be positive (nm)"),
+            (self.protofilaments >= 0, "protofilaments must be >= 0"),
+            (self.crowding > 0, "crowding must be positive"),
+        ]
+        for ok, problem in problems:
+            if not ok:
+                raise ValueError(problem)
+        return self
+
+
+def random_conditions(rng: np.random.Generator, depth_nm: float) -> Conditions:
+    """Conditions drawn from the ranges real cellular tomograms span (domain randomisation).
+
+    SNR 0.1-1 (log-uniform); defocus 1.5-6 um; tilt range +-40-70 degrees in 2-4 degree steps, mostly
+    dose-symmetric, 60-180 e/A^2 (dose-weighted in 70%); lamella 55-95% of the field's depth; WBP (50%),
+    SIRT-like (25%, 5-30 iterations) or denoised (25%); every membrane profile; membrane labels
+    4.5-9 nm wide; protofilament texture in half; crowding 0.6-1.6; dense matter bright in 15%.
+    """
+    return Conditions(
+        snr=float(np.exp(rng.uniform(np.log(0.1), np.log(1.0)))),
+        defocus=float(rng.uniform(1.5, 6.0)),
+        tilt_range=float(rng.uniform(40, 70)),
+        tilt_step=float(rng.choice([2.0, 3.0, 3.0, 4.0])),
+        tilt_scheme=str(rng.choice(TILT_SCHEMES, p=[0.6, 0.25, 0.15])),
+        dose=float(rng.uniform(60, 180)),
+        dose_weighting=bool(rng.random() < 0.7),
+        thickness=float(rng.uniform(0.55, 0.95) * depth_nm),
+        reconstruction=str(rng.choice(RECONSTRUCTIONS, p=[0.5, 0.25, 0.25])),
+        sirt_iterations=int(rng.integers(5, 31)),
+        membrane_profile=str(rng.choice(MEMBRANE_PROFILES)),
+        membrane_label_width=float(rng.uniform(BILAYER_THICKNESS, 9.0)),
+        protofilaments=13 if rng.random() < 0.5 else 0,
+        crowding=float(rng.uniform(0.6, 1.6)),
+        invert_contrast=bool(rng.random() < 0.15),
+    )
+
+
 def simulate(
-    shape=(64, 256, 256),
-    pixel_size: float = 28.0,
-    seed: int = 0,
-    snr: float = 0.5,
-    tilt_range: float = 60.0,
-    defocus: float = 3.0,
-    tilt_step: float = 3.0,
+    shape=(64, 256, 256), pixel_size: float = 28.0, seed: int = 0, randomise: bool = False, **conditions
 ) -> SyntheticTomogram:
     """Simulate a labelled cellular tomogram.
 
-    shape: (z, y, x) voxels; pixel_size: Angstrom; snr: signal-to-noise variance ratio of the
-    reconstruction; tilt_range: +- degrees; defocus: micrometres underfocus. The cell depends only on
-    the seed and the physical field of view (shape x pixel size).
+    Args:
+        shape: (z, y, x) voxels.
+        pixel_size: Angstrom per voxel.
+        seed: the cell, its texture and the noise. The cell depends only on the seed and the physical
+            field of view (shape x pixel size), so one seed gives the same cell at any pixel size.
+        randomise: draw every condition not given from `random_conditions` (seeded by `seed`).
+        **conditions: any field of `Conditions` (snr, defocus, tilt_range, tilt_step, tilt_scheme, dose,
+            dose_weighting, thickness, reconstruction, sirt_iterations, membrane_profile,
+            membrane_label_width, protofilaments, crowding, invert_contrast).
+
+    Returns:
+        SyntheticTomogram: tomogram, labels (0 background, 1 microtubule, 2 ribosome, 3 membrane,
+        4 double_membrane), ribosome centres and the conditions used.
+
+    Raises:
+        ValueError: a shape or condition out of range, or an unknown condition.
+
+    Example:
+        >>> sim = simulate(shape=(16, 64, 64), seed=1, snr=0.2, reconstruction="sirt")
+        >>> sim.tomogram.shape, sim.conditions.reconstruction
+        ((16, 64, 64), 'sirt')
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be 3 sizes >= 8 (z, y, x), got {shape}")
-    if pixel_size <= 0 or snr <= 0 or not 0 < tilt_range <= 90 or defocus < 0:
-        raise ValueError("pixel size and SNR must be positive, tilt range in (0, 90], defocus >= 0")
-    rng = np.random.default_rng(seed)
+    if not pixel_size > 0:
+        raise ValueError("pixel size must be positive")
+    unknown = sorted(set(conditions) - set(Conditions.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown simulation option(s): {', '.join(unknown)}")
     extent = np.asarray(shape) * pixel_size / 10.0
-    cell = build_cell(extent, rng)
-    density, labels = render(cell, shape, pixel_size)
+    base = random_conditions(np.random.default_rng([seed, 3]), extent[0]) if randomise else Conditions()
+    given = {k: v for k, v in conditions.items() if v is not None}
+    cond = replace(base, **given).check()
+    rng = np.random.default_rng(seed)
+    cell = build_cell(extent, rng, cond.thickness, cond.crowding)
+    density, labels = render(
+        cell, shape, pixel_size, cond.membrane_profile, cond.membrane_label_width, cond.protofilaments
+    )
     # Crowded cytoplasm texture: a few-nm random field in cytoplasm and mitochondrial matrix.
     tex_rng = np.random.default_rng([seed, 1])
     density += _texture(shape, tex_rng, max(3.0 / (pixel_size / 10), 0.7), 0.05) * (density > -0.2)
     noise_rng = np.random.default_rng([seed, 2])
-    tomogram = image(density, pixel_size, noise_rng, snr, tilt_range, defocus, tilt_step)
+    thickness_px = None if cond.thickness is None else min(cond.thickness, extent[0]) / (pixel_size / 10.0)
+    tomogram = image(
+        density,
+        pixel_size,
+        noise_rng,
+        cond.snr,
+        cond.tilt_range,
+        cond.defocus,
+        cond.tilt_step,
+        thickness_px=thickness_px,
+        dose=cond.dose,
+        tilt_scheme=cond.tilt_scheme,
+        dose_weighting=cond.dose_weighting,
+        reconstruction=cond.reconstruction,
+        sirt_iterations=cond.sirt_iterations,
+        invert_contrast=cond.invert_contrast,
+    )
     centres = np.array([r.centre for r in cell.ribosomes]).reshape(-1, 3) / (pixel_size / 10.0) - 0.5
-    return SyntheticTomogram(tomogram, labels, pixel_size, SYNTH_CLASSES, centres, density, cell)
+    return SyntheticTomogram(tomogram, labels, pixel_size, SYNTH_CLASSES, centres, density, cell, cond)

@@ -49,8 +49,22 @@ def model_file(tmp_path_factory):
 def trained_model(tmp_path_factory, small_files, small_pair):
     """A small 2.5D U-Net (5 slices, so z halos are exercised) trained for a fixed number of iterations."""
     out = tmp_path_factory.mktemp("model") / "tiny.annotomo"
-    config = TrainConfig(iterations=600, epoch_iterations=200, patch=96, batch_size=8, seed=0, context_slices=5,
-                         arch_params=dict(widths=SMALL_WIDTHS))
-    result = train([small_files["train_tomo"]], [small_files["train_labels"]], list(small_pair[0].class_names),
-                   out, config, progress=False, log=lambda *a: None)
+    config = TrainConfig(
+        iterations=600,
+        epoch_iterations=200,
+        patch=96,
+        batch_size=8,
+        seed=0,
+        context_slices=5,
+        arch_params=dict(widths=SMALL_WIDTHS),
+    )
+    result = train(
+        [small_files["train_tomo"]],
+        [small_files["train_labels"]],
+        list(small_pair[0].class_names),
+        out,
+        config,
+        progress=False,
+        log=lambda *a: None,
+    )
     return out, result

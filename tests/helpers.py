@@ -72,8 +72,9 @@ def digest(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def save_untrained_model(path, context_slices=5, class_names=SYNTH_CLASSES, widths=SMALL_WIDTHS, seed=0,
-                         pixel_size=28.0, head_gain=30.0) -> Path:
+def save_untrained_model(
+    path, context_slices=5, class_names=SYNTH_CLASSES, widths=SMALL_WIDTHS, seed=0, pixel_size=28.0, head_gain=30.0
+) -> Path:
     """A model file with seeded random weights: for tests of geometry, halos, tiling and errors, which
     hold for any weights (no training needed)."""
     torch.manual_seed(seed)
@@ -84,7 +85,12 @@ def save_untrained_model(path, context_slices=5, class_names=SYNTH_CLASSES, widt
             module.running_var.uniform_(0.5, 2.0)
     with torch.no_grad():  # decisive outputs: a random head gives near-uniform probabilities and many near-ties
         model.head.weight.mul_(head_gain)
-    info = ModelInfo(arch="unet", arch_params=params, class_names=list(class_names), context_slices=context_slices,
-                     pixel_size=pixel_size)
+    info = ModelInfo(
+        arch="unet",
+        arch_params=params,
+        class_names=list(class_names),
+        context_slices=context_slices,
+        pixel_size=pixel_size,
+    )
     save_model(path, model.eval(), info)
     return Path(path)

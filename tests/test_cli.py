@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-
-from helpers import CLASSES, assert_clean_error, run_cli
+from helpers import assert_clean_error, run_cli
 
 from annotomo.cli import main
 from annotomo.volumes import open_volume, read_labels, write_volume

@@ -11,13 +11,11 @@ import time
 
 import numpy as np
 import pytest
-
 from helpers import CLASSES, assert_clean_error, digest, run_cli
 
 from annotomo import AnnotomoError, segment
 from annotomo.modelfile import read_model_info, save_model
 from annotomo.volumes import write_volume
-
 
 
 def train_args(tomo, labels, out, *extra):
@@ -196,9 +194,7 @@ def test_a_gpu_out_of_memory_is_one_line_with_advice_and_leaves_no_output(
         raise __import__("torch").cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(Predictor, "_network", no_memory)
-    code = cli.main(
-        ["segment", str(model_file), str(small_files["test_tomo"]), "-o", str(tmp_path / "out"), "--quiet"]
-    )
+    code = cli.main(["segment", str(model_file), str(small_files["test_tomo"]), "-o", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("annotomo: error")]
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import QUIET, assert_same_labels, chance_dice
+from helpers import assert_same_labels, chance_dice
 
 from annotomo import Predictor, evaluate, load_model, read_model_info, robust_normalization, segment
 from annotomo.metrics import segmentation_scores

@@ -78,6 +78,26 @@ def augment(images: np.ndarray, labels: np.ndarray, rng, z_flip_fraction=0.0):
     return out_i, out_l
 
 
+def vary_imaging(images: np.ndarray, rng, blur_fraction=0.0, noise_fraction=0.0) -> np.ndarray:
+    """Imaging variation the simulator's conditions span, in place on normalised patches (B, C, H, W).
+
+    A `blur_fraction` of the patches are low-passed in the slice plane (Gaussian, sigma 0.5-1.5 pixels), as
+    SIRT-like and denoised reconstructions, lower resolution and resampling from finer pixels look; a
+    `noise_fraction` get noise correlated over about a slice in z and half a pixel in-plane, as
+    reconstructed noise is, at 0.2-1.0 of the patch's own spread (lower SNR).
+    """
+    from scipy import ndimage
+
+    n = len(images)
+    for b in np.flatnonzero(rng.random(n) < blur_fraction):
+        sigma = rng.uniform(0.5, 1.5)
+        images[b] = ndimage.gaussian_filter(images[b], (0, sigma, sigma), mode="reflect")
+    for b in np.flatnonzero(rng.random(n) < noise_fraction):
+        noise = ndimage.gaussian_filter(rng.standard_normal(images[b].shape, dtype=np.float32), (1.0, 0.5, 0.5))
+        images[b] += noise * (rng.uniform(0.2, 1.0) * images[b].std() / (noise.std() + 1e-12))
+    return images
+
+
 def make_training_batch(sampler, config, rng):
     """One training batch as CPU tensors: images (B, C, H, W) float32 and labels (B, H, W) int64, sampled,
     warped (when the sampler leaves room for it) and augmented.
@@ -91,4 +111,6 @@ def make_training_batch(sampler, config, rng):
         warped = warp_patches(*sampler.batch(n_warped, sampler.margin), config.patch, rng, config.warp_scale)
         imgs, labs = np.concatenate([imgs, warped[0]]), np.concatenate([labs, warped[1]])
     imgs, labs = augment(imgs, labs, rng, config.z_flip_fraction)
+    if config.blur_fraction or config.noise_fraction:
+        imgs = vary_imaging(imgs, rng, config.blur_fraction, config.noise_fraction)
     return torch.from_numpy(np.ascontiguousarray(imgs)), torch.from_numpy(labs.astype(np.int64))

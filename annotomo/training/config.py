@@ -33,7 +33,11 @@ class TrainConfig:
         warp_fraction: share of patches rotated by a random in-plane angle and rescaled.
         warp_scale: their scale factor is drawn from [1/warp_scale, warp_scale].
         z_flip_fraction: share of patches whose context slices are taken in reverse order.
+        blur_fraction: share of patches low-passed in-plane (SIRT-like, denoised, coarser looks).
+        noise_fraction: share of patches given extra z-correlated noise (lower SNR).
         invert_contrast: the training tomograms show dense matter bright (the model remembers it).
+        pixel_size: train at this pixel size (Angstrom): pairs at another pixel size are resampled to it
+            (None: the smallest pixel size of the training tomograms; fine-tuning keeps the model's).
         validation_slices: slices per tomogram scored after each epoch.
         threads: CPU threads for torch (default: torch's own choice).
         device: "cpu", "cuda", "cuda:1" ...; None: a GPU when there is one, else the CPU.
@@ -61,7 +65,10 @@ class TrainConfig:
     warp_fraction: float = 0.5
     warp_scale: float = 1.15
     z_flip_fraction: float = 0.5
+    blur_fraction: float = 0.0
+    noise_fraction: float = 0.0
     invert_contrast: bool = False
+    pixel_size: float | None = None
     validation_slices: int = 12
     threads: int | None = None
     device: str | None = None

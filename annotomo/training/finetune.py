@@ -61,7 +61,7 @@ def start_from(init, class_names: list[str], config: TrainConfig, log=print):
     model, _ = build_model(info.arch, info.context_slices, len(class_names) + 1, **info.arch_params)
     own = model.state_dict()
     inherited = {k: v for k, v in parent.state_dict().items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(inherited, strict=True)
+    model.load_state_dict(inherited, strict=False)
     kept = [n for n in class_names if n in info.class_names]
     _copy_output_rows(parent, model, info.class_names, class_names)
     new = [n for n in class_names if n not in info.class_names]

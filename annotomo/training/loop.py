@@ -122,7 +122,7 @@ def train(
     torch.set_num_threads(config.threads or torch.get_num_threads())
     n_outputs = len(class_names) + 1
     tomoseg = config.arch == "tomoseg-cnn"
-    target = parent.pixel_size if parent else None
+    target = parent.pixel_size if parent else config.pixel_size
     data = [
         load_annotated(t, lab, len(class_names), config.invert_contrast, tomoseg=tomoseg, target_pixel_size=target)
         for t, lab in zip(tomograms, labels, strict=True)
@@ -138,7 +138,7 @@ def train(
 
     if parent is None:
         model, arch_params = build_model(config.arch, config.context_slices, n_outputs, **config.arch_params)
-        pixel_size = min(pixel_sizes) if pixel_sizes else None
+        pixel_size = config.pixel_size or (min(pixel_sizes) if pixel_sizes else None)
         preprocessing = "tomoseg" if tomoseg else "robust"
     else:
         arch_params, pixel_size, preprocessing = parent.arch_params, parent.pixel_size, parent.preprocessing

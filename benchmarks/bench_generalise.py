@@ -1,0 +1,177 @@
+"""Generalisation across imaging conditions: train on a tomogram of condition A, test on conditions B.
+
+Each training condition's model trains for --minutes (wall clock) on one simulated 64 x 256 x 256 cell
+(20 A conditions: the same field of view) and is scored on a different cell imaged under every test
+condition (the matrix's diagonal is a new cell of the training condition). Rows = training condition,
+columns = test condition, cells = mean Dice over the 4 features. Models given with --models (files or
+built-in names) get a row each, with zero labels of the test conditions (no training here).
+
+    python benchmarks/bench_generalise.py                      # 7 x 7, 5 min per model (~45 min)
+    python benchmarks/bench_generalise.py --quick              # 2 x 7 at 1 min (~6 min)
+    python benchmarks/bench_generalise.py --train default --minutes 2 --recipe '{"blur_fraction": 0.3}'
+    python benchmarks/bench_generalise.py --train --models cellular-v1     # the built-in model only
+
+Training is time-bounded: run nothing else on the machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import RESULTS, cpu_name, source_commit
+
+from annotomo import TrainConfig, segment, simulate, train
+from annotomo.conventions import SYNTH_CLASSES
+from annotomo.metrics import confusion_matrix, scores_from_confusion
+from annotomo.volumes import read_labels, write_volume
+
+# name: (simulate options, pixel size). Each differs from the default in one respect (two for
+# defocus/tilt, which real data changes together).
+CONDITIONS = {
+    "default": ({}, 28.0),
+    "low_snr": ({"snr": 0.15}, 28.0),
+    "wide_membrane_labels": ({"membrane_label_width": 9.0}, 28.0),
+    "sirt": ({"reconstruction": "sirt", "sirt_iterations": 15}, 28.0),
+    "defocus5_tilt45": ({"defocus": 5.5, "tilt_range": 45.0}, 28.0),
+    "pixel20": ({}, 20.0),
+    "dose_denoised": (
+        {"dose": 120.0, "dose_weighting": True, "reconstruction": "denoised", "protofilaments": 13},
+        28.0,
+    ),
+}
+FIELD = (64, 256, 256)  # voxels at 28 A
+TRAIN_SEED, TEST_SEED = 1, 1001
+
+
+def cell(work: Path, name: str, seed: int) -> dict:
+    """Simulate cell `seed` under condition `name`; write it; return paths and truth."""
+    options, pixel_size = CONDITIONS[name]
+    shape = tuple(int(round(n * 28.0 / pixel_size)) for n in FIELD)
+    sim = simulate(shape=shape, pixel_size=pixel_size, seed=seed, **options)
+    tomo, labels = work / f"{name}_{seed}_tomo.mrc", work / f"{name}_{seed}_labels.mrc"
+    write_volume(tomo, sim.tomogram, (pixel_size,) * 3)
+    write_volume(labels, sim.labels, (pixel_size,) * 3, class_names=sim.class_names)
+    return dict(tomogram=tomo, labels=labels, truth=sim.labels)
+
+
+def score(model, tests: dict, work: Path) -> dict:
+    """Mean Dice (and per feature) of `model` on each test condition's cell."""
+    row = {}
+    for name, test in tests.items():
+        out = work / f"seg_{abs(hash((str(model), name)))}"
+        written = segment(model, [test["tomogram"]], out, overwrite=True, progress=False, log=lambda *a: None)[0]
+        with read_labels(written["labels"]) as lab:
+            cm = confusion_matrix(test["truth"], lab.data, len(SYNTH_CLASSES) + 1)
+        scored = scores_from_confusion(cm, SYNTH_CLASSES)
+        row[name] = dict(
+            mean_dice=round(scored["mean_dice"], 4), **{k: round(v["dice"], 4) for k, v in scored["classes"].items()}
+        )
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--quick", action="store_true", help="train on default and low_snr only, 1 minute each")
+    ap.add_argument("--train", nargs="*", default=None, help="training conditions (default: all; none: --models only)")
+    ap.add_argument("--test", nargs="*", default=list(CONDITIONS), help="test conditions (default: all)")
+    ap.add_argument("--models", nargs="*", default=[], help="model files or built-in names scored as they are")
+    ap.add_argument("--recipe", default="{}", help="TrainConfig overrides as JSON (the recipe under test)")
+    ap.add_argument("--label", default="default recipe", help="what the recipe is called in the JSON")
+    ap.add_argument("--json", default=str(RESULTS / "generalise.json"))
+    args = ap.parse_args()
+    train_on = args.train if args.train is not None else list(CONDITIONS)
+    minutes = 1.0 if args.quick else args.minutes
+    if args.quick:
+        train_on = ["default", "low_snr"]
+    recipe = json.loads(args.recipe)
+    result = dict(
+        machine=dict(
+            cpu=cpu_name(),
+            threads=torch.get_num_threads(),
+            torch=torch.__version__,
+            cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        ),
+        date=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        commit=source_commit(),
+        minutes=minutes,
+        recipe=recipe,
+        recipe_label=args.label,
+        conditions={k: dict(options=v[0], pixel_size=v[1]) for k, v in CONDITIONS.items()},
+        train_seed=TRAIN_SEED,
+        test_seed=TEST_SEED,
+        rows=[],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        tests = {name: cell(work, name, TEST_SEED) for name in args.test}
+        for model in args.models:
+            t0 = time.time()
+            result["rows"].append(
+                dict(
+                    model=model,
+                    trained_on=None,
+                    scores=score(model, tests, work),
+                    score_seconds=round(time.time() - t0, 1),
+                )
+            )
+            _print_row(result["rows"][-1], args.test)
+        for name in train_on:
+            data = cell(work, name, TRAIN_SEED)
+            path = work / f"model_{name}.annotomo"
+            config = TrainConfig(minutes=minutes, **recipe)
+            t0 = time.time()
+            trained = train(
+                [data["tomogram"]],
+                [data["labels"]],
+                list(SYNTH_CLASSES),
+                path,
+                config,
+                progress=False,
+                log=lambda *a: None,
+                overwrite=True,
+            )
+            result["rows"].append(
+                dict(
+                    model=f"trained on {name}",
+                    trained_on=name,
+                    iterations=trained.iterations,
+                    train_seconds=round(time.time() - t0, 1),
+                    scores=score(path, tests, work),
+                )
+            )
+            _print_row(result["rows"][-1], args.test)
+    off = [
+        r["scores"][c]["mean_dice"]
+        for r in result["rows"]
+        if r["trained_on"]
+        for c in r["scores"]
+        if c != r["trained_on"]
+    ]
+    if off:
+        result["off_diagonal"] = dict(
+            min=min(off), mean=float(np.mean(off)), cells=len(off), at_least_0_85=int(sum(v >= 0.85 for v in off))
+        )
+        print(
+            f"off-diagonal mean Dice: min {min(off):.3f}, mean {np.mean(off):.3f}, "
+            f"{result['off_diagonal']['at_least_0_85']}/{len(off)} cells >= 0.85"
+        )
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.json}")
+
+
+def _print_row(row, tests):
+    if not hasattr(_print_row, "header"):
+        _print_row.header = True
+        print(f"{'model':<34}" + "".join(f"{t[:14]:>15}" for t in tests))
+    print(f"{row['model'][:34]:<34}" + "".join(f"{row['scores'][t]['mean_dice']:>15.3f}" for t in tests), flush=True)
+
+
+if __name__ == "__main__":
+    main()

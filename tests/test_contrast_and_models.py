@@ -1,0 +1,189 @@
+"""Models by name (built-in ones), fine-tuning from a model, and contrast at segment time."""
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from helpers import QUIET, assert_clean_error, run_cli, save_untrained_model
+
+from annotomo import TrainConfig, modelfile, read_model_info, segment, train
+from annotomo.modelfile import load_model
+from annotomo.volumes import read_labels, write_volume
+
+
+@pytest.fixture
+def builtin_folder(tmp_path, monkeypatch, model_file):
+    """A built-in model folder holding one model, 'tiny-v0'."""
+    folder = tmp_path / "builtin"
+    folder.mkdir()
+    shutil.copy(model_file, folder / "tiny-v0.annotomo")
+    monkeypatch.setattr(modelfile, "BUILTIN_FOLDER", folder)
+    return folder
+
+
+def test_models_lists_the_built_in_models_as_a_table_and_as_json(builtin_folder):
+    code, out, err = run_cli("models")
+    assert code == 0, err
+    assert "tiny-v0: microtubule, ribosome, membrane, double_membrane; 28 A/pixel" in out
+    code, out, _ = run_cli("models", "--json")
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == ["tiny-v0"]
+    assert rows[0]["classes"] == ["microtubule", "ribosome", "membrane", "double_membrane"]
+    assert rows[0]["pixel_size"] == 28.0
+
+
+def test_a_built_in_name_works_wherever_a_model_path_does(builtin_folder, small_files, tmp_path, model_file):
+    code, _, err = run_cli("segment", "tiny-v0", small_files["test_tomo"], "-o", tmp_path / "by_name", "--quiet")
+    assert code == 0, err
+    code, _, err = run_cli("segment", model_file, small_files["test_tomo"], "-o", tmp_path / "by_path", "--quiet")
+    assert code == 0, err
+    with (
+        read_labels(tmp_path / "by_name/test_tomo_labels.mrc") as a,
+        read_labels(tmp_path / "by_path/test_tomo_labels.mrc") as b,
+    ):
+        assert np.array_equal(a.data, b.data)
+    code, out, _ = run_cli("info", "tiny-v0")
+    assert code == 0 and '"arch": "unet"' in out
+    assert read_model_info("tiny-v0").class_names[0] == "microtubule"  # the Python API too
+    code, _, err = run_cli("segment", "no-such-model", small_files["test_tomo"], "-o", tmp_path / "x")
+    assert_clean_error(code, err, "no-such-model", "tiny-v0", "annotomo models")
+
+
+def test_the_shipped_built_in_model_loads_and_annotates_a_simulated_tomogram(default_synthetic):
+    rows = json.loads(run_cli("models", "--json")[1])
+    assert rows, "no built-in model ships with the package"
+    from annotomo import Predictor, robust_normalization
+    from annotomo.metrics import segmentation_scores
+
+    for row in rows:
+        assert row["megabytes"] < 10 and row["classes"] == ["microtubule", "ribosome", "membrane", "double_membrane"]
+        predictor = Predictor.from_file(row["name"])
+        assert "randomised" in read_model_info(row["name"]).provenance["training_data"]
+        sim = default_synthetic
+        labels = predictor.predict_block(sim.tomogram[:24], robust_normalization(sim.tomogram), halo=0)
+        scores = segmentation_scores(sim.labels[:24], labels, sim.class_names)
+        assert scores["mean_dice"] > 0.5, scores  # with zero labels of this tomogram
+
+
+def test_segmenting_with_inverted_contrast_gives_the_labels_of_the_normal_tomogram(model_file, small_files, tmp_path):
+    from annotomo.volumes import open_volume
+
+    with open_volume(small_files["test_tomo"]) as vol:
+        write_volume(tmp_path / "bright.mrc", -np.asarray(vol.data), vol.voxel_size)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        normal = segment(model_file, [small_files["test_tomo"]], tmp_path / "normal", **QUIET)[0]
+        flipped = segment(model_file, [tmp_path / "bright.mrc"], tmp_path / "flipped", invert_contrast=True, **QUIET)[0]
+    assert not [w for w in caught if "skewed" in str(w.message)]
+    with read_labels(normal["labels"]) as a, read_labels(flipped["labels"]) as b:
+        assert np.array_equal(a.data, b.data)  # bit for bit: the same normalised voxels
+    code, _, err = run_cli("segment", model_file, tmp_path / "bright.mrc", "-o", tmp_path / "warned", "--quiet")
+    assert code == 0, err
+    assert "bright.mrc: intensities are skewed towards bright values" in err and "--invert-contrast" in err
+    code, _, err = run_cli(
+        "segment", model_file, small_files["test_tomo"], "-o", tmp_path / "wrong", "--quiet", "--invert-contrast"
+    )
+    assert "drop --invert-contrast" in err
+    assert not list(tmp_path.glob("bright.mrc.*"))  # the input is not rewritten
+
+
+def _finetune_config(**kw):
+    return TrainConfig(**{**dict(iterations=4, epoch_iterations=2, patch=64, batch_size=2), **kw})
+
+
+def test_fine_tuning_keeps_the_parents_architecture_normalisation_and_pixel_size(tmp_path, small_pair):
+    parent = save_untrained_model(
+        tmp_path / "parent.annotomo", context_slices=3, widths=(8, 12, 16, 24), pixel_size=20.0
+    )
+    sim = small_pair[0]
+    # training data at 28 A: resampled to the parent's 20 A
+    write_volume(tmp_path / "t.mrc", sim.tomogram, (28.0,) * 3)
+    write_volume(tmp_path / "l.mrc", sim.labels, (28.0,) * 3)
+    out = tmp_path / "child.annotomo"
+    train(
+        [tmp_path / "t.mrc"],
+        [tmp_path / "l.mrc"],
+        list(sim.class_names),
+        out,
+        _finetune_config(context_slices=5),
+        init=parent,
+        **QUIET,
+    )
+    info = read_model_info(out)
+    assert (info.context_slices, info.pixel_size, info.arch_params["widths"]) == (3, 20.0, [8, 12, 16, 24])
+    shape = info.provenance["training_tomograms"][0]["shape"]
+    assert shape == [int(round(n * 28 / 20)) for n in sim.tomogram.shape]  # resampled for training
+    parent_record = info.provenance["parent"]
+    assert parent_record["model"] == str(parent) and len(parent_record["sha256"]) == 64
+    assert parent_record["class_names"] == list(sim.class_names)
+
+
+def test_fine_tuning_starts_from_the_parents_weights(tmp_path, small_files, model_file):
+    """One iteration at a tiny learning rate: the child is the parent up to that step."""
+    out = tmp_path / "child.annotomo"
+    config = _finetune_config(learning_rate=1e-9, iterations=1, epoch_iterations=1)
+    train(
+        [small_files["train_tomo"]],
+        [small_files["train_labels"]],
+        ["microtubule", "ribosome", "membrane", "double_membrane"],
+        out,
+        config,
+        init=model_file,
+        **QUIET,
+    )
+    child, parent = load_model(out)[0].state_dict(), load_model(model_file)[0].state_dict()
+    conv = [k for k in parent if k.endswith("weight") and parent[k].dim() == 4]
+    assert all(torch.allclose(child[k], parent[k], atol=1e-6) for k in conv)
+
+
+def test_fine_tuning_for_new_features_keeps_the_shared_outputs_and_says_so(tmp_path, small_pair, model_file):
+    sim = small_pair[0]
+    labels = np.where(sim.labels == 2, 1, np.where(sim.labels == 0, 0, 255)).astype(np.uint8)  # ribosomes only
+    messages = []
+    out = tmp_path / "child.annotomo"
+    config = _finetune_config(learning_rate=1e-9, iterations=1, epoch_iterations=1)
+    train([sim.tomogram], [labels], ["ribosome_new"], out, config, init=model_file, progress=False, log=messages.append)
+    assert any(
+        "output layer starts afresh for ribosome_new" in m and "kept from the model: background" in m for m in messages
+    ), messages
+    child, parent = load_model(out)[0], load_model(model_file)[0]
+    per_class = 16  # fold 4: 16 output channels per class
+    assert torch.allclose(child.head.weight[:per_class], parent.head.weight[:per_class], atol=1e-6)  # background
+    assert child.head.weight.shape[0] == 2 * per_class
+
+
+def test_train_init_through_the_cli(tmp_path, small_files, model_file):
+    out = tmp_path / "child.annotomo"
+    code, _, err = run_cli(
+        "train",
+        "--tomogram",
+        small_files["train_tomo"],
+        "--labels",
+        small_files["train_labels"],
+        "--init",
+        model_file,
+        "--out",
+        out,
+        "--iterations",
+        2,
+        "--quiet",
+    )
+    assert code == 0, err
+    assert read_model_info(out).provenance["parent"]["model"] == str(model_file)
+    code, _, err = run_cli(
+        "train",
+        "--tomogram",
+        small_files["train_tomo"],
+        "--labels",
+        small_files["train_labels"],
+        "--init",
+        model_file,
+        "--out",
+        tmp_path / "x.annotomo",
+        "--context-slices",
+        3,
+    )
+    assert_clean_error(code, err, "fine-tuning keeps", "--context-slices")
