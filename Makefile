@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The test tools and the optional extras the tests exercise, installed once into the same venv.
 TEST_STAMP := $(VENV)/.test-extras
+# napari needs a display: a virtual one (Xvfb) where there is none.
+DISPLAY_RUN := $(if $(DISPLAY),,$(if $(shell command -v xvfb-run),xvfb-run -a -s "-screen 0 1600x1200x24"))
 
-.PHONY: demo test test-fast lint format benchmark clean
+.PHONY: demo test test-fast run-tests lint format benchmark clean
 
 $(BIN)/annotomo: pyproject.toml requirements-ci.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +17,8 @@ $(BIN)/annotomo: pyproject.toml requirements-ci.txt
 	touch $@
 
 $(TEST_STAMP): $(BIN)/annotomo
-	$(BIN)/pip install -q -r requirements-ci.txt -e '.[test]'
+	$(BIN)/pip install -q -r requirements-ci.txt -e '.[test,napari,dask]'
+	bash scripts/install-test-system-packages.sh
 	touch $@
 
 demo: $(BIN)/annotomo
@@ -30,10 +33,14 @@ format: $(TEST_STAMP)
 	$(BIN)/ruff format .
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q
+	$(MAKE) -s run-tests PYTEST_ARGS=""
 
 test-fast: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(MAKE) -s run-tests PYTEST_ARGS='-m "not slow"'
+
+# (a separate target, so that DISPLAY_RUN is evaluated after Xvfb was installed)
+run-tests:
+	$(DISPLAY_RUN) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 benchmark: $(BIN)/annotomo
 	$(BIN)/python benchmarks/bench_speed.py --quick

@@ -165,20 +165,74 @@ def _segment_resampled(predictor, vol, norm, paths, probabilities, min_voxels=No
     Holds the resampled tomogram and one probability volume per class in memory (fine for bin-4 and
     bin-2 tomograms; resample huge ones beforehand).
     """
-    from scipy import ndimage
-
-    small = resample_to_pixel_size(vol.data, vol.voxel_size, predictor.info.pixel_size)
-    _, probs = predictor.predict_block(small, norm, halo=0, probabilities=True)
-    zoom = [n / s for n, s in zip(vol.shape, small.shape, strict=True)]
-    back = np.stack([ndimage.zoom(p, zoom, order=1, mode="nearest", grid_mode=True) for p in probs])
-    background = 1.0 - back.sum(0)
-    labels = np.argmax(np.concatenate([background[None], back]), axis=0).astype(np.uint8)
+    labels, back = _resampled_labels(predictor, vol.data, vol.voxel_size, norm)
     if min_voxels:
         _log_cleanup(remove_small_components(labels, min_voxels), predictor.info.class_names, log)
     write_volume(paths["labels"], labels, vol.voxel_size, vol.origin, predictor.info.class_names)
     if probabilities:
         for name, p in zip(predictor.info.class_names, back, strict=True):
             write_volume(paths[name], np.clip(p, 0, 1).astype(np.float32), vol.voxel_size, vol.origin)
+
+
+def _resampled_labels(predictor, volume, voxel_size, norm, progress=False):
+    """Labels and feature probabilities on the input grid, inferred at the model's pixel size."""
+    from scipy import ndimage
+
+    small = resample_to_pixel_size(volume, voxel_size, predictor.info.pixel_size)
+    features = predictor.info.n_outputs - 1
+    probs = np.empty((features,) + small.shape, np.float32)
+    predictor.segment(small, norm, np.empty(small.shape, np.uint8), list(probs), progress=progress)
+    zoom = [n / s for n, s in zip(volume.shape, small.shape, strict=True)]
+    back = np.stack([ndimage.zoom(p, zoom, order=1, mode="nearest", grid_mode=True) for p in probs])
+    background = 1.0 - back.sum(0)
+    labels = np.argmax(np.concatenate([background[None], back]), axis=0).astype(np.uint8)
+    return labels, back
+
+
+def segment_array(
+    model,
+    volume,
+    voxel_size=None,
+    probabilities=False,
+    invert_contrast=False,
+    progress=False,
+    name="array",
+    **predictor_options,
+):
+    """Segment a (z, y, x) array in memory: what `segment` does for a file, without files.
+
+    Args:
+        model: a model file, a built-in model name or a Predictor.
+        volume: raw voxels (any array-like; a memory map is read slab by slab).
+        voxel_size: (z, y, x) Angstrom; when it differs from the model's pixel size by more than 5%, the
+            volume is resampled for inference and the result brought back (as `segment` does).
+        probabilities: also return the feature probabilities.
+        invert_contrast: the volume's dense matter is bright, unlike the model's training data.
+        progress: a progress bar (True), none (False), or a callable taking the slices just done.
+        name: how messages name the volume.
+        **predictor_options: for a model file or name, as for Predictor (device, precision, tile, ...).
+
+    Returns:
+        (uint8 labels, float32 probabilities (features, z, y, x) or None).
+
+    Raises:
+        InputError: NaN voxels, a constant volume, or an unusable model.
+    """
+    predictor = model if isinstance(model, Predictor) else Predictor.from_file(model, **predictor_options)
+    info = predictor.info
+    norm = info.normalization_for(volume, name, invert_contrast)
+    warn_if_inverted(norm, name, invert_contrast)
+    pixel_size = None if voxel_size is None else voxel_size[2]
+    if needs_resampling(info.pixel_size, pixel_size):
+        labels, back = _resampled_labels(predictor, volume, voxel_size, norm, progress)
+        return labels, (np.clip(back, 0, 1) if probabilities else None)
+    labels = np.empty(volume.shape, np.uint8)
+    probs = np.empty((info.n_outputs - 1,) + tuple(volume.shape), np.float32) if probabilities else None
+    try:
+        predictor.segment(volume, norm, labels, None if probs is None else list(probs), progress=progress)
+    except ValueError as exc:
+        raise InputError(name, str(exc)) from None
+    return labels, probs
 
 
 def evaluate(prediction, truth, class_names=None, json_path=None) -> dict:
@@ -264,4 +318,4 @@ def synthesize(prefix, preview=False, overwrite=False, log=print, **simulate_opt
     return result, {k: str(v) for k, v in paths.items()}
 
 
-__all__ = ["segment", "evaluate", "synthesize", "output_paths", "format_scores"]
+__all__ = ["segment", "segment_array", "evaluate", "synthesize", "output_paths", "format_scores"]

@@ -532,6 +532,31 @@ def cmd_demo(args):
     run_demo(Path(args.outdir), minutes=args.minutes, seed=args.seed)
 
 
+def _add_view(sub):
+    p = sub.add_parser(
+        "view",
+        help="open tomograms in napari with the annotomo panel (annotate, train, segment)",
+        description="napari with the tomogram at its voxel size, the labels if given, and the annotomo "
+        'panel docked. Needs the napari extra: pip install "annotomo[napari]".',
+    )
+    p.add_argument("tomogram", nargs="?", help="any format annotomo reads")
+    p.add_argument("labels", nargs="?", help="a label volume for the tomogram (e.g. annotomo segment's output)")
+    p.add_argument("--model", help="model file or built-in name to segment with and start training from")
+    p.set_defaults(func=cmd_view)
+
+
+def cmd_view(args):
+    from .viewer.launch import view
+
+    if args.tomogram:
+        from .volumes import open_volume
+
+        open_volume(args.tomogram).close()  # a one-line error for a bad file before napari starts
+        if args.labels:
+            open_volume(args.labels).close()
+    view(args.tomogram, args.labels, args.model)
+
+
 def _add_models(sub):
     p = sub.add_parser(
         "models",
@@ -643,7 +668,17 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"annotomo {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_synth, _add_train, _add_segment, _add_evaluate, _add_pick, _add_models, _add_info):
+    for add in (
+        _add_demo,
+        _add_synth,
+        _add_train,
+        _add_segment,
+        _add_evaluate,
+        _add_pick,
+        _add_view,
+        _add_models,
+        _add_info,
+    ):
         add(sub)
     return parser
 

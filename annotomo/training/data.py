@@ -15,7 +15,7 @@ from ..conventions import NOT_ANNOTATED
 from ..errors import InputError
 from ..normalize import robust_normalization
 from ..resample import needs_resampling, resample_labels, resample_to_pixel_size
-from ..volumes import open_volume, read_labels
+from ..volumes import Volume, open_volume, read_labels
 from .augment import warp_margin
 from .config import TrainConfig
 
@@ -36,7 +36,7 @@ def load_annotated(
     """Read and check a tomogram/labels pair (paths or arrays) and normalise the tomogram.
 
     Args:
-        tomogram: a file path, or a (z, y, x) array.
+        tomogram: a file path, an open `volumes.Volume` (data with voxel size), or a (z, y, x) array.
         labels: a file path, or a uint8 array of the tomogram's shape.
         n_classes: the number of named features (label values above it, except 255, are refused).
         invert: the tomogram shows dense matter bright.
@@ -49,7 +49,9 @@ def load_annotated(
     Raises:
         InputError: naming the file and the problem (shape, values, nothing annotated, NaN).
     """
-    if isinstance(tomogram, (str, Path)):
+    if isinstance(tomogram, Volume):  # an open volume, e.g. a napari layer's data with its voxel size
+        path, pixel_size, raw, shape = tomogram.path, tomogram.pixel_size, tomogram.data, tomogram.shape
+    elif isinstance(tomogram, (str, Path)):
         vol = open_volume(tomogram, min_slices=2)
         path, pixel_size, raw, shape = vol.path, vol.pixel_size, vol.data, vol.shape
     else:

@@ -1,0 +1,271 @@
+"""The napari plugin in a real (headless) napari viewer: open, annotate, train, stop, segment, correct,
+retrain, pick, save and reload; the viewer stays responsive while training runs.
+
+Needs napari and a display: CI runs the suite under Xvfb (`.ci/run`, `make test`); elsewhere these tests
+skip with the reason.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari", reason="the napari extra is not installed (pip install 'annotomo[napari]')")
+if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    pytest.skip("napari needs a display: run under xvfb-run (make test does)", allow_module_level=True)
+
+from helpers import save_untrained_model  # noqa: E402
+
+from annotomo import read_model_info  # noqa: E402
+from annotomo.conventions import NOT_ANNOTATED, SYNTH_CLASSES  # noqa: E402
+from annotomo.viewer import layers as L  # noqa: E402
+from annotomo.viewer.panel import AnnotomoPanel  # noqa: E402
+from annotomo.volumes import read_class_names, read_labels, write_volume  # noqa: E402
+
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def cell_files(tmp_path, small_pair):
+    """The small test cell as files at 28 A with an origin, and its labels with names."""
+    sim = small_pair[1]
+    tomo, labels = tmp_path / "cell_tomo.mrc", tmp_path / "cell_labels.mrc"
+    write_volume(tomo, sim.tomogram, (28.0,) * 3, origin=(0.0, 280.0, 560.0))
+    write_volume(labels, sim.labels, (28.0,) * 3, origin=(0.0, 280.0, 560.0), class_names=sim.class_names)
+    return tomo, labels, sim
+
+
+@pytest.fixture
+def panel(make_napari_viewer, cell_files, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.open(str(cell_files[0]), plugin="annotomo")
+    widget = AnnotomoPanel(viewer)
+    viewer.window.add_dock_widget(widget, name="annotomo")
+    messages = {"error": [], "info": [], "warning": []}
+    from annotomo.viewer import panel as panel_module
+
+    for kind in messages:
+        monkeypatch.setattr(panel_module, f"show_{kind}", messages[kind].append)
+    widget.messages = messages
+    yield widget
+    if widget.worker is not None:
+        widget.stop()
+        widget.worker.quit()
+        widget.worker.await_workers() if hasattr(widget.worker, "await_workers") else None
+
+
+def wait_for(qtbot, panel, worker):
+    assert worker is not None, panel.messages
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
+        pass
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=5000)
+
+
+def paint_slices(layer, truth, slices):
+    """Paint whole slices as a user would with the brush (layer.paint would be per stroke)."""
+    data = layer.data
+    for z in slices:
+        data[z] = truth[z]
+    layer.data = data
+    layer.events.paint(value=[])
+
+
+def test_the_reader_opens_tomograms_at_their_voxel_size_and_labels_with_their_names(make_napari_viewer, cell_files):
+    viewer = make_napari_viewer()
+    tomo, labels, _ = cell_files
+    (image,) = viewer.open(str(tomo), plugin="annotomo")
+    assert isinstance(image, napari.layers.Image)
+    assert tuple(image.scale) == (28.0, 28.0, 28.0) and tuple(image.translate) == (0.0, 280.0, 560.0)
+    (lab,) = viewer.open(str(labels), plugin="annotomo")
+    assert isinstance(lab, napari.layers.Labels) and tuple(lab.scale) == (28.0,) * 3
+    assert list(lab.features["name"])[1:5] == list(SYNTH_CLASSES)
+    z, y, x = np.argwhere(lab.data == 2)[0]  # a ribosome voxel; napari names it under the cursor
+    viewer.dims.set_point(0, z * 28.0)
+    assert "name: ribosome" in str(lab.get_status((z * 28.0, y * 28.0 + 280, x * 28.0 + 560), world=True))
+
+
+def test_new_annotation_counts_painted_slices_and_saves_what_train_reads(panel, qtbot, tmp_path, cell_files):
+    _, _, sim = cell_files
+    layer = panel.new_annotation()
+    assert layer.metadata[L.KEY]["kind"] == "annotation" and tuple(layer.scale) == (28.0,) * 3
+    assert list(layer.features["name"])[1:5] == list(SYNTH_CLASSES)
+    paint_slices(layer, sim.labels, [4, 12, 20])
+    assert "3 of 32 slices annotated" in panel.summary_label.text()
+    saved = panel.save_labels(layer, tmp_path / "sparse.mrc")
+    with read_labels(saved) as vol:
+        assert vol.voxel_size == (28.0,) * 3 and vol.origin == (0.0, 280.0, 560.0)
+        data = np.asarray(vol.data)
+    assert read_class_names(saved) == list(SYNTH_CLASSES)
+    annotated = np.flatnonzero((data != NOT_ANNOTATED).reshape(len(data), -1).any(1))
+    assert list(annotated) == [4, 12, 20]
+    assert np.array_equal(data[12], sim.labels[12])  # unpainted voxels of a painted slice are background
+    # and the file reopens as labels with its names
+    (reopened,) = panel.viewer.open(str(saved), plugin="annotomo")
+    assert isinstance(reopened, napari.layers.Labels) and list(reopened.features["name"])[1] == "microtubule"
+
+
+def test_region_mode_counts_only_painted_voxels_and_the_background_brush(panel):
+    panel.mode_box.setCurrentText("regions")
+    layer = panel.new_annotation()
+    data = layer.data
+    data[5, 10:20, 10:20] = 2  # ribosome
+    data[5, 30:40, 30:40] = L.background_brush(SYNTH_CLASSES)  # explicit background
+    layer.data = data
+    labels = L.training_labels(layer.data, layer.metadata[L.KEY])
+    assert np.count_nonzero(labels == 2) == 100 and np.count_nonzero(labels == 0) == 100
+    assert np.count_nonzero(labels != NOT_ANNOTATED) == 200
+
+
+def test_training_from_the_panel_writes_a_model_and_draws_its_curve(panel, qtbot, tmp_path, cell_files):
+    _, _, sim = cell_files
+    layer = panel.new_annotation()
+    paint_slices(layer, sim.labels, [6, 16, 26])
+    panel.labels_box.setCurrentText(layer.name)
+    panel.iterations_box.setValue(20)
+    panel.out_edit.setText(str(tmp_path / "panel.annotomo"))
+    wait_for(qtbot, panel, panel.start_training())
+    assert not panel.messages["error"], panel.messages
+    assert (tmp_path / "panel.annotomo").exists() and panel.model_path == str(tmp_path / "panel.annotomo")
+    info = read_model_info(tmp_path / "panel.annotomo")
+    assert info.pixel_size == 28.0 and info.class_names == list(SYNTH_CLASSES)
+    assert panel._history and panel.progress.value() > 0
+    assert any("trained 20 iterations" in m for m in panel.messages["info"])
+
+
+def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(panel, qtbot, tmp_path, cell_files):
+    from qtpy.QtCore import QTimer
+
+    _, _, sim = cell_files
+    layer = panel.new_annotation()
+    paint_slices(layer, sim.labels, range(0, 32, 4))
+    panel.labels_box.setCurrentText(layer.name)
+    panel.minutes_box.setValue(10)
+    panel.out_edit.setText(str(tmp_path / "stopped.annotomo"))
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(20)
+    worker = panel.start_training()
+    with qtbot.waitSignal(panel._relay.epoch, timeout=TIMEOUT_MS):  # the first epoch: a best model exists
+        pass
+    panel.stop_button.click()
+    wait_for(qtbot, panel, worker)
+    timer.stop()
+    gaps = np.diff(ticks)
+    assert len(ticks) > 50 and gaps.max() < 0.25, f"the event loop was starved for {gaps.max():.2f} s"
+    assert (tmp_path / "stopped.annotomo").exists()
+    assert any("(stopped)" in m for m in panel.messages["info"]), panel.messages
+
+
+def test_segmenting_from_the_panel_adds_named_labels_and_probabilities_at_the_images_scale(panel, qtbot, model_file):
+    panel._set_model(str(model_file))
+    panel.probabilities_box.setChecked(True)
+    wait_for(qtbot, panel, panel.start_segmenting())
+    assert not panel.messages["error"], panel.messages
+    prediction = panel.viewer.layers["cell_tomo prediction"]
+    image = panel.viewer.layers["cell_tomo"]
+    assert tuple(prediction.scale) == tuple(image.scale) and tuple(prediction.translate) == tuple(image.translate)
+    assert list(prediction.features["name"])[1:5] == list(SYNTH_CLASSES)
+    assert prediction.data.shape == image.data.shape and prediction.data.max() <= 4
+    probability = panel.viewer.layers["cell_tomo ribosome probability"]
+    assert 0 <= probability.data.min() and probability.data.max() <= 1
+
+
+def test_correct_and_retrain_uses_only_the_corrected_slices_and_starts_from_the_model(
+    panel, qtbot, tmp_path, model_file, cell_files
+):
+    _, _, sim = cell_files
+    panel._set_model(str(model_file))
+    wait_for(qtbot, panel, panel.start_segmenting())
+    prediction = panel.viewer.layers["cell_tomo prediction"]
+    paint_slices(prediction, sim.labels, [9, 21])  # the user corrects two slices
+    assert L.corrected_slices(prediction.data, prediction.metadata[L.KEY]) == [9, 21]
+    panel.retrain_minutes.setValue(0.05)
+    panel.out_edit.setText(str(tmp_path / "retrained.annotomo"))
+    wait_for(qtbot, panel, panel.start_retraining())  # fine-tuning; then it segments again
+    qtbot.waitUntil(
+        lambda: panel.worker is None and panel.model_path == str(tmp_path / "retrained.annotomo"), timeout=TIMEOUT_MS
+    )
+    if panel.worker is not None:
+        wait_for(qtbot, panel, panel.worker)
+    merged = panel.viewer.layers["cell_tomo retraining labels"].data
+    assert list(np.flatnonzero((merged != NOT_ANNOTATED).reshape(32, -1).any(1))) == [9, 21]
+    info = read_model_info(tmp_path / "retrained.annotomo")
+    assert info.provenance["parent"]["model"] == str(model_file)
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=TIMEOUT_MS)
+    assert not panel.messages["error"], panel.messages
+
+
+def test_picking_gives_a_points_layer_and_saves_star_and_csv(panel, qtbot, tmp_path, cell_files):
+    _, labels_path, _ = cell_files
+    panel.viewer.open(str(labels_path), plugin="annotomo")
+    panel.labels_box.setCurrentText("cell_labels")
+    panel.pick_class.addItems(list(SYNTH_CLASSES))
+    panel.pick_class.setCurrentText("ribosome")
+    wait_for(qtbot, panel, panel.start_picking())
+    points = panel.viewer.layers["cell_tomo ribosome picks"]
+    assert len(points.data) > 5 and tuple(points.scale) == (28.0,) * 3
+    star, csv = panel.save_picks(tmp_path / "ribosomes")
+    assert open(star).read().count("\n") > 10 and open(csv).readline().startswith("x_voxel")
+
+
+def test_errors_are_messages_in_the_viewer_not_crashes(panel, qtbot, tmp_path):
+    layer = panel.new_annotation()  # nothing painted: nothing annotated
+    panel.labels_box.setCurrentText(layer.name)
+    panel.iterations_box.setValue(5)
+    panel.out_edit.setText(str(tmp_path / "never.annotomo"))
+    worker = panel.start_training()
+    wait_for(qtbot, panel, worker)
+    assert any("no annotated voxel" in m for m in panel.messages["error"]), panel.messages
+    assert not (tmp_path / "never.annotomo").exists()
+    bad = tmp_path / "broken.mrc"
+    bad.write_bytes(b"not an MRC file" * 100)
+    with pytest.raises(Exception, match="broken.mrc"):  # napari shows this message; annotomo names the file
+        panel.viewer.open(str(bad), plugin="annotomo")
+    panel.model_path = None
+    assert panel.start_segmenting() is None and "choose a model" in panel.messages["error"][-1]
+
+
+def test_annotomo_view_opens_the_tomogram_labels_and_panel(make_napari_viewer, cell_files, model_file, monkeypatch):
+    from annotomo.viewer import launch
+
+    monkeypatch.setattr(napari, "Viewer", lambda **kw: make_napari_viewer())
+    tomo, labels, _ = cell_files
+    viewer = launch.view(tomo, labels, model=str(model_file), run=False)
+    assert [type(layer).__name__ for layer in viewer.layers] == ["Image", "Labels"]
+    panel = viewer.window.dock_widgets["annotomo"]
+    assert isinstance(panel, AnnotomoPanel) and panel.model_path == str(model_file)
+
+
+def test_the_plugin_manifest_is_valid_and_offers_reader_writer_and_panel():
+    npe2 = shutil.which("npe2") or os.path.join(os.path.dirname(sys.executable), "npe2")
+    proc = subprocess.run([npe2, "validate", "annotomo"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "valid" in proc.stdout, proc.stdout + proc.stderr
+    from npe2 import PluginManager
+
+    manager = PluginManager.instance()
+    manager.discover()
+    manifest = manager.get_manifest("annotomo")
+    assert manifest.contributions.readers and manifest.contributions.writers
+    assert [w.display_name for w in manifest.contributions.widgets] == ["annotomo"]
+
+
+def test_a_model_from_the_panel_works_on_the_command_line(panel, qtbot, tmp_path, cell_files):
+    """The panel trains the same model files the CLI uses (here: fine-tuned from a file, then segment)."""
+    from helpers import run_cli
+
+    parent = save_untrained_model(tmp_path / "parent.annotomo")
+    _, _, sim = cell_files
+    layer = panel.new_annotation()
+    paint_slices(layer, sim.labels, [10])
+    panel.labels_box.setCurrentText(layer.name)
+    panel.init_box.setCurrentText(str(parent))
+    panel.iterations_box.setValue(4)
+    panel.out_edit.setText(str(tmp_path / "child.annotomo"))
+    wait_for(qtbot, panel, panel.start_training())
+    code, _, err = run_cli("segment", tmp_path / "child.annotomo", cell_files[0], "-o", tmp_path / "seg", "--quiet")
+    assert code == 0, err
