@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import warnings
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +17,10 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import AnnotomoError, InputError
 from .metrics import format_scores, segmentation_scores
-from .postprocess import Picks, remove_small_components, write_picks
+from .postprocess import Picks, write_picks
 from .predict import Predictor
-from .resample import needs_resampling, resample_to_pixel_size
-from .volumes import check_output_path, open_volume, read_labels, volume_writer, write_volume
+from .resample import BackResampler, ResampledVolume, needs_resampling
+from .volumes import check_output_path, read_labels, write_volume
 
 OUTPUT_FORMATS = {"mrc": ".mrc", "zarr": ".ome.zarr"}
 
@@ -56,77 +56,214 @@ def segment(
     output_format="mrc",
     min_size=None,
     invert_contrast=False,
+    workers=None,
+    dask=None,
+    chunk_slices=None,
     **predictor_options,
 ) -> list[dict]:
-    """Segment each tomogram with `model` (a path or a Predictor); returns the written paths per input.
+    """Segment each tomogram with `model`; returns the written paths per input.
 
-    Writes OUTDIR/<stem>_labels.mrc (uint8 class index, same shape, voxel size and origin as the input)
-    and with probabilities=True OUTDIR/<stem>_<class>.mrc (float32, 0..1) per feature;
-    output_format="zarr" writes OUTDIR/<stem>_labels.ome.zarr etc. instead. min_size (voxels; an int for
-    every feature or {class name: voxels}) sets smaller connected components in the labels to background.
+    Args:
+        model: a model file, a built-in model name, or a Predictor (one machine only).
+        tomograms: input paths (any format annotomo reads).
+        outdir: the output folder (created). It gets annotomo-manifest.json, which records per tomogram
+            what was written, with which model and options, how long it took, and errors.
+        probabilities: also write one float32 probability volume (0..1) per feature.
+        overwrite: replace outputs that exist and are not recorded as complete in the manifest.
+        progress: a progress bar over the whole batch (voxels done, tomograms done, ETA).
+        pixel_size: Angstrom, overriding the files' headers.
+        log: where messages go.
+        output_format: "mrc" (default) or "zarr" (OME-Zarr).
+        min_size: voxels; an int for every feature or {name: voxels}: smaller connected components of the
+            labels become background.
+        invert_contrast: the tomograms' dense matter is bright, unlike the model's training data.
+        workers: run on a local Dask cluster of this many worker processes (`annotomo[dask]`).
+        dask: the address of an existing Dask scheduler (e.g. "tcp://scheduler:8786"), or a Client.
+        chunk_slices: on Dask, split tomograms along z into chunks of about this many slices (default:
+            tomograms over 256 Mvoxels in chunks of 256 Mvoxels), each a task of its own.
+        **predictor_options: for a model file or name, as for Predictor (device, precision, tile, ...).
+
+    Writes OUTDIR/<stem>_labels.mrc (uint8 class index, same shape, voxel size and origin as the input,
+    feature names in the header) and with probabilities OUTDIR/<stem>_<feature>.mrc; with
+    output_format="zarr", <stem>_labels.ome.zarr etc. Outputs appear only when complete. A rerun skips
+    tomograms whose outputs are complete (same input, model and options) and redoes the others.
+
+    Returns:
+        [{output name: path}] per input, in order (also for skipped ones).
+
+    Raises:
+        InputError, AnnotomoError: a bad input or output, or a failed tomogram; with several tomograms the
+            others are done first and the message lists every failure.
+
+    Example:
+        >>> annotomo.segment("cellular-v1", ["tomo.mrc"], "annotated/")  # doctest: +SKIP
+        [{'labels': 'annotated/tomo_labels.mrc'}]
     """
+    from .batch import normalization_of, plan_job, segment_whole, warn_if_resampled
+    from .outputs import Manifest, ManifestEntry, file_digest, input_identity, remove_stale_partials
+
+    distributed = workers is not None or dask is not None
+    if distributed and isinstance(model, Predictor):
+        raise AnnotomoError("segmenting on Dask needs a model file (workers load it), not a Predictor")
     predictor = model if isinstance(model, Predictor) else Predictor.from_file(model, **predictor_options)
     info = predictor.info
+    model_record = dict(model=str(model), sha256=None)
+    if not isinstance(model, Predictor):
+        from .modelfile import model_label, resolve_model
+
+        model_record = dict(model=model_label(model), sha256=file_digest(resolve_model(model)))
     min_voxels = _min_voxels_by_index(min_size, info.class_names)
+    options = dict(
+        probabilities=bool(probabilities),
+        format=output_format,
+        min_size=min_size,
+        pixel_size=pixel_size,
+        invert_contrast=bool(invert_contrast),
+        precision=predictor.precision,
+        z_smooth=predictor.z_radius,
+        tta=predictor.tta,
+    )
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise InputError(outdir, "output path exists and is not a folder")
     outdir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(outdir)
     tomograms = [Path(t) for t in tomograms]
-    plans = []
-    for t in tomograms:  # check every input and output before starting any long work
-        vol = open_volume(t, min_slices=2, pixel_size=pixel_size)
-        paths = output_paths(t, outdir, info.class_names, probabilities, output_format)
-        for p in paths.values():
-            check_output_path(p, inputs=tomograms, overwrite=overwrite)
-        plans.append((vol, paths))
-    names = [str(p) for _, paths in plans for p in paths.values()]
+    planned = [(t, output_paths(t, outdir, info.class_names, probabilities, output_format)) for t in tomograms]
+    names = [str(p) for _, paths in planned for p in paths.values()]
     if len(set(names)) != len(names):
         raise AnnotomoError(
             "two inputs would write the same output file (same file name stem); segment them into different folders"
         )
-    results = []
-    for vol, paths in plans:
-        with vol:
-            norm = info.normalization_for(vol.data, vol.path, invert_contrast)
-            warn_if_inverted(norm, vol.path, invert_contrast)
-            if needs_resampling(info.pixel_size, vol.pixel_size):
-                warnings.warn(
-                    f"{vol.path}: pixel size {vol.pixel_size:g} A differs from the model's "
-                    f"{info.pixel_size:g} A: resampling to {info.pixel_size:g} A for inference and "
-                    f"back to the input grid (use --pixel-size if the header is wrong)",
-                    stacklevel=2,
+    jobs, results, failures, skipped = [], {}, {}, 0
+    for t, paths in planned:  # check every input and output before any long work
+        if t.exists() and manifest.complete(t, model_record, options):
+            results[t] = {k: str(v) for k, v in paths.items()}
+            skipped += 1
+            continue
+        for p in paths.values():
+            check_output_path(p, inputs=tomograms, overwrite=overwrite)
+        try:
+            jobs.append(
+                plan_job(
+                    t,
+                    paths,
+                    info,
+                    probabilities,
+                    invert_contrast,
+                    pixel_size,
+                    min_voxels,
+                    chunk_slices if distributed else None,
                 )
-                _segment_resampled(predictor, vol, norm, paths, probabilities, min_voxels, log)
-                log(f"{vol.path} -> {paths['labels']} (resampled)")
-                results.append({k: str(v) for k, v in paths.items()})
-                continue
-            with ExitStack() as stack:
-                labels = stack.enter_context(
-                    volume_writer(paths["labels"], vol.shape, np.uint8, vol.voxel_size, vol.origin, info.class_names)
-                )
-                probs = (
-                    [
-                        stack.enter_context(volume_writer(paths[n], vol.shape, np.float32, vol.voxel_size, vol.origin))
-                        for n in info.class_names
-                    ]
-                    if probabilities
-                    else None
-                )
-                try:
-                    predictor.segment(
-                        vol.data, norm, labels, probs, progress=progress, description=f"segmenting {vol.path.name}"
-                    )
-                except ValueError as exc:
-                    raise InputError(vol.path, str(exc)) from None
-                if min_voxels:
-                    _log_cleanup(remove_small_components(labels, min_voxels), info.class_names, log)
-        log(
-            f"{vol.path} -> {paths['labels']}"
-            + (f" (+ {len(info.class_names)} probability maps)" if probabilities else "")
+            )
+        except AnnotomoError as exc:
+            failures[t] = str(exc)
+            identity = input_identity(t) if t.exists() else {}
+            entry = ManifestEntry(status="failed", error=str(exc), model=model_record, options=options, input=identity)
+            manifest.record(t, entry)
+    if skipped:
+        log(f"{skipped} tomogram(s) already complete in {manifest.path}: skipped")
+
+    def record(job, outputs=None, error=None, seconds=None, chunks=1):
+        entry = ManifestEntry(
+            status="failed" if error else "done",
+            outputs=outputs or {},
+            seconds=seconds,
+            error=error,
+            input=input_identity(job.tomogram),
+            model=model_record,
+            options=options,
+            chunks=chunks,
         )
-        results.append({k: str(v) for k, v in paths.items()})
-    return results
+        manifest.record(job.tomogram, entry)
+
+    for job in jobs:
+        for output in job.outputs.values():
+            remove_stale_partials(output.path)
+        warn_if_resampled(job, stacklevel=3)
+    if distributed:
+        from .cluster import run_on_dask
+
+        done, failed = run_on_dask(
+            model, jobs, predictor_options, workers=workers, address=dask, progress=progress, log=log, record=record
+        )
+        results.update(done)
+        failures.update(failed)
+    else:
+        bar = _BatchBar(jobs) if progress and jobs else None
+        for job in jobs:
+            start = time.perf_counter()
+            try:
+                job.create_outputs()
+                norm = normalization_of(job, info)
+                segment_whole(predictor, job, norm, progress=bar.advance if bar else False)
+                from .batch import finish
+
+                written = finish(job, log)
+            except AnnotomoError as exc:
+                job.discard_outputs()
+                failures[job.tomogram] = str(exc)
+                record(job, error=str(exc), seconds=time.perf_counter() - start)
+                continue
+            except BaseException:
+                job.discard_outputs()
+                raise
+            record(job, written, seconds=round(time.perf_counter() - start, 2))
+            results[job.tomogram] = written
+            if bar:
+                bar.tomogram_done()
+            log(
+                f"{job.tomogram} -> {written['labels']}"
+                + (" (resampled)" if job.resampled else "")
+                + (f" (+ {len(info.class_names)} probability maps)" if probabilities else "")
+            )
+        if bar:
+            bar.close()
+    if failures:
+        raise _batch_error(failures, len(tomograms), manifest.path)
+    return [results[t] for t in tomograms]
+
+
+def _batch_error(failures: dict, total: int, manifest_path) -> AnnotomoError:
+    """One error for the failed tomograms: the failure itself for one input, else a one-line summary."""
+    if total == 1:
+        return AnnotomoError(next(iter(failures.values())))
+    listed = "; ".join(failures.values())
+    return AnnotomoError(
+        f"{len(failures)} of {total} tomograms failed (the others are done; {manifest_path} records each): {listed}"
+    )
+
+
+class _BatchBar:
+    """One progress bar for a whole batch: voxels done, tomograms done, ETA (tqdm)."""
+
+    def __init__(self, jobs):
+        from tqdm.auto import tqdm
+
+        self.planes = [int(np.prod(j.shape[1:])) for j in jobs]
+        self.done = 0
+        self.bar = tqdm(
+            total=sum(j.voxels for j in jobs) / 1e6,
+            unit="Mvox",
+            desc="segmenting",
+            leave=False,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} Mvox [{elapsed}<{remaining}] {postfix}",
+        )
+        self.bar.set_postfix_str(f"tomograms 0/{len(jobs)}")
+
+    def advance(self, slices=1, voxels=None):
+        """Count slices of the tomogram being segmented (or a number of voxels) as done."""
+        amount = voxels if voxels is not None else slices * self.planes[min(self.done, len(self.planes) - 1)]
+        self.bar.update(amount / 1e6)
+
+    def tomogram_done(self):
+        """Count a tomogram as done."""
+        self.done += 1
+        self.bar.set_postfix_str(f"tomograms {self.done}/{len(self.planes)}")
+
+    def close(self):
+        """Close the bar."""
+        self.bar.close()
 
 
 def warn_if_inverted(norm, path, invert_contrast=False):
@@ -157,36 +294,6 @@ def _min_voxels_by_index(min_size, class_names) -> dict[int, int]:
 def _log_cleanup(removed, class_names, log):
     parts = [f"{class_names[k - 1]} {n}" for k, n in removed.items() if n]
     log("removed small components: " + (", ".join(parts) if parts else "none"))
-
-
-def _segment_resampled(predictor, vol, norm, paths, probabilities, min_voxels=None, log=print):
-    """Infer at the model's pixel size, then interpolate probabilities back to the input grid.
-
-    Holds the resampled tomogram and one probability volume per class in memory (fine for bin-4 and
-    bin-2 tomograms; resample huge ones beforehand).
-    """
-    labels, back = _resampled_labels(predictor, vol.data, vol.voxel_size, norm)
-    if min_voxels:
-        _log_cleanup(remove_small_components(labels, min_voxels), predictor.info.class_names, log)
-    write_volume(paths["labels"], labels, vol.voxel_size, vol.origin, predictor.info.class_names)
-    if probabilities:
-        for name, p in zip(predictor.info.class_names, back, strict=True):
-            write_volume(paths[name], np.clip(p, 0, 1).astype(np.float32), vol.voxel_size, vol.origin)
-
-
-def _resampled_labels(predictor, volume, voxel_size, norm, progress=False):
-    """Labels and feature probabilities on the input grid, inferred at the model's pixel size."""
-    from scipy import ndimage
-
-    small = resample_to_pixel_size(volume, voxel_size, predictor.info.pixel_size)
-    features = predictor.info.n_outputs - 1
-    probs = np.empty((features,) + small.shape, np.float32)
-    predictor.segment(small, norm, np.empty(small.shape, np.uint8), list(probs), progress=progress)
-    zoom = [n / s for n, s in zip(volume.shape, small.shape, strict=True)]
-    back = np.stack([ndimage.zoom(p, zoom, order=1, mode="nearest", grid_mode=True) for p in probs])
-    background = 1.0 - back.sum(0)
-    labels = np.argmax(np.concatenate([background[None], back]), axis=0).astype(np.uint8)
-    return labels, back
 
 
 def segment_array(
@@ -223,13 +330,18 @@ def segment_array(
     norm = info.normalization_for(volume, name, invert_contrast)
     warn_if_inverted(norm, name, invert_contrast)
     pixel_size = None if voxel_size is None else voxel_size[2]
-    if needs_resampling(info.pixel_size, pixel_size):
-        labels, back = _resampled_labels(predictor, volume, voxel_size, norm, progress)
-        return labels, (np.clip(back, 0, 1) if probabilities else None)
     labels = np.empty(volume.shape, np.uint8)
     probs = np.empty((info.n_outputs - 1,) + tuple(volume.shape), np.float32) if probabilities else None
     try:
-        predictor.segment(volume, norm, labels, None if probs is None else list(probs), progress=progress)
+        if needs_resampling(info.pixel_size, pixel_size):
+            source = ResampledVolume(volume, voxel_size, info.pixel_size)
+            back = BackResampler(source.shape, volume.shape, labels, None if probs is None else list(probs))
+            model_labels, model_probs = back.sinks(info.n_outputs - 1)
+            ratio = volume.shape[0] / source.shape[0]
+            scaled = (lambda n: progress(n * ratio)) if callable(progress) else progress
+            predictor.segment(source, norm, model_labels, model_probs, progress=scaled)
+        else:
+            predictor.segment(volume, norm, labels, None if probs is None else list(probs), progress=progress)
     except ValueError as exc:
         raise InputError(name, str(exc)) from None
     return labels, probs

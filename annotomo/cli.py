@@ -360,6 +360,21 @@ def _add_segment(sub):
         action="store_true",
         help="the tomograms' dense matter is bright, unlike the model's training data (nothing is rewritten)",
     )
+    cluster = p.add_argument_group('many tomograms, or large ones (Dask; pip install "annotomo[dask]")')
+    cluster.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="a local Dask cluster of N worker processes (cores are shared among them)",
+    )
+    cluster.add_argument("--dask", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://scheduler:8786")
+    cluster.add_argument(
+        "--chunk-slices",
+        type=_positive_int,
+        metavar="SLICES",
+        help="on Dask, split tomograms along z into chunks of this many slices (default: tomograms "
+        "over 256 Mvoxels in chunks of about 256 Mvoxels)",
+    )
     p.add_argument("--classes", help="expected class names (comma-separated): refuse a model with other classes")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -413,6 +428,9 @@ def cmd_segment(args):
         output_format=args.output_format,
         min_size=args.min_size,
         invert_contrast=args.invert_contrast,
+        workers=args.workers,
+        dask=args.dask,
+        chunk_slices=args.chunk_slices,
     )
     print(f"done in {time.perf_counter() - start:.1f} s")
 

@@ -12,7 +12,6 @@ MoBIE and ChimeraX's OME-Zarr reader all open), one full-resolution level, origi
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -147,43 +146,35 @@ def _chunks(shape, dtype):
     return (max(1, min(z, (4 << 20) // plane)), min(y, 512), min(x, 512))
 
 
-@contextlib.contextmanager
-def ome_zarr_writer(path, shape, dtype, voxel_size, origin=None, class_names=None):
-    """Stream an OME-Zarr image to `path`: yields a writable (z, y, x) zarr array.
-
-    Written into a temporary folder beside `path`, which replaces `path` only when the block completes.
-    """
+def create_ome_zarr(folder, shape, dtype):
+    """An empty OME-Zarr group in `folder` (zarr v2 format) with one (z, y, x) array "0", 4 MB chunks."""
     zarr = _zarr()
-    path = Path(path)
-    tmp = temporary_sibling(path, directory=True)
-    try:
-        try:
-            root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-            array = root.create_array(
-                "0",
-                shape=tuple(shape),
-                chunks=_chunks(shape, dtype),
-                dtype=np.dtype(dtype),
-                fill_value=0,
-                chunk_key_encoding={"name": "v2", "separator": "/"},
-            )
-        except OSError as exc:
-            raise AnnotomoError(f"{path}: cannot write output ({exc.strerror or exc})") from None
-        yield array
-        try:
-            attrs = ngff_metadata(path.name, voxel_size, origin)
-            if class_names:
-                attrs["annotomo"] = {"class_names": list(class_names)}
-            root.attrs.update(attrs)
-        except OSError as exc:
-            raise AnnotomoError(f"{path}: cannot write output ({exc.strerror or exc})") from None
-        _replace_folder(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    root = zarr.open_group(str(folder), mode="w", zarr_format=2)
+    root.create_array(
+        "0",
+        shape=tuple(shape),
+        chunks=_chunks(shape, dtype),
+        dtype=np.dtype(dtype),
+        fill_value=0,
+        chunk_key_encoding={"name": "v2", "separator": "/"},
+    )
 
 
-def _replace_folder(new: Path, path: Path):
+def finish_ome_zarr(folder, name, voxel_size, origin=None, class_names=None):
+    """Write the OME-NGFF metadata (and annotomo's feature names, for label volumes) of a group in `folder`."""
+    zarr = _zarr()
+    attrs = ngff_metadata(name, voxel_size, origin)
+    if class_names:
+        attrs["annotomo"] = {"class_names": list(class_names)}
+    zarr.open_group(str(folder), mode="r+").attrs.update(attrs)
+
+
+def z_chunk(shape, dtype) -> int:
+    """Slices per chunk along z of an array `create_ome_zarr` makes (slab writes align to it)."""
+    return _chunks(shape, dtype)[0]
+
+
+def replace_folder(new: Path, path: Path):
     """Move folder `new` to `path`, replacing an existing `path` (kept until the move succeeded)."""
     old = None
     if path.exists():

@@ -248,38 +248,40 @@ class Predictor:
             block: raw voxels (any array-like), the slices wanted plus `halo` slices of context at each end.
             normalization: the tomogram's global normalisation (`info.normalization_for(volume)`), the
                 same for every block of one tomogram.
-            halo: slices at each z end that are context only (default `self.halo[0]`); pass 0 at the
-                tomogram's own faces, where the edge slice is repeated instead.
+            halo: slices at each z end that are context only (default `self.halo[0]`), or a pair (before,
+                after); pass 0 for an end that is the tomogram's own face, where the edge slice is
+                repeated instead.
             probabilities: also return the feature probabilities.
 
         Returns:
-            uint8 labels (z - 2 halo, y, x); with probabilities=True a pair (labels, float32
-            probabilities (n_features, z - 2 halo, y, x)). With the default halo the labels equal what
-            `segment` writes for those slices.
+            uint8 labels (z - before - after, y, x); with probabilities=True a pair (labels, float32
+            probabilities (n_features, z - before - after, y, x)). With the default halo (or 0 at a face)
+            the labels equal what `segment` writes for those slices.
 
         Raises:
             ValueError: the block has no slices inside its halo.
         """
         halo = self.halo[0] if halo is None else halo
+        before, after = (halo, halo) if np.ndim(halo) == 0 else (int(halo[0]), int(halo[1]))
         normalized = normalization.apply(block)
         nz = normalized.shape[0]
-        inner = nz - 2 * halo
+        inner = nz - before - after
         if inner <= 0:
-            raise ValueError(f"block of {nz} slices has no slices inside a halo of {halo}")
+            raise ValueError(f"block of {nz} slices has no slices inside a halo of {before} + {after}")
         labels = np.empty((inner,) + normalized.shape[1:], dtype=np.uint8)
         probs = np.empty((self.info.n_outputs - 1, inner) + normalized.shape[1:], np.float32) if probabilities else None
         # Slices whose probabilities the inner slices' smoothing reads (clamped at the block's ends).
-        lo, hi = max(halo - self.z_radius, 0), min(nz - halo + self.z_radius, nz)
+        lo, hi = max(before - self.z_radius, 0), min(nz - after + self.z_radius, nz)
         merger = self._merger(lo, hi, probabilities)
         step = self._batch_slices(normalized.shape)
         for z in range(lo, hi, step):
             n = min(step, hi - z)
             for offset, logits in self._logits_in_parts(self._stacks(normalized, z, n)):
                 for zz, lab, prob in merger.add(z + offset, logits):
-                    if halo <= zz < nz - halo:
-                        labels[zz - halo] = lab
+                    if before <= zz < nz - after:
+                        labels[zz - before] = lab
                         if probabilities:
-                            probs[:, zz - halo] = prob
+                            probs[:, zz - before] = prob
                 del logits
         return (labels, probs) if probabilities else labels
 

@@ -18,9 +18,8 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import AnnotomoError, InputError
-from .omezarr import is_zarr_path, ome_zarr_writer, read_ome_zarr
+from .errors import InputError
+from .omezarr import is_zarr_path, read_ome_zarr
 
 MRC_SUFFIXES = (".mrc", ".rec", ".st", ".map", ".mrcs", ".ali", ".preali")
 _IMOD_STAMP = 1146047817  # b"IMOD" little-endian; marks headers whose imodFlags are meaningful
@@ -324,7 +323,8 @@ def check_output_path(path, inputs=(), overwrite: bool = False) -> Path:
     return path
 
 
-def _mrc_mode_for(dtype) -> int:
+def mrc_mode_for(dtype) -> int:
+    """The MRC mode that stores `dtype` (0 uint8/int8, 1 int16, 2 float32, 6 uint16, 12 float16)."""
     dtype = np.dtype(dtype)
     if dtype in (np.uint8, np.int8):
         return 0
@@ -380,7 +380,8 @@ def read_class_names(path) -> list[str] | None:
         return vol.class_names
 
 
-def _fill_header(mrc, voxel_size, origin, labels_unsigned: bool, class_names=None):
+def fill_header(mrc, voxel_size, origin, labels_unsigned: bool, class_names=None):
+    """Voxel size, origin, IMOD's unsigned-bytes flag and the feature names, in an open MRC's header."""
     if voxel_size is not None:
         z, y, x = voxel_size
         mrc.voxel_size = (x, y, z)
@@ -409,27 +410,16 @@ def volume_writer(path, shape, dtype, voxel_size, origin=None, class_names=None)
     are stored in the MRC header's label records (or the OME-Zarr attributes), so that readers of the
     labels need not be told the feature names.
     """
-    if is_zarr_path(path):
-        with ome_zarr_writer(path, shape, dtype, voxel_size, origin, class_names) as array:
-            yield array
-        return
-    dtype = np.dtype(dtype)
-    mode = _mrc_mode_for(dtype)
-    with atomic_path(path) as tmp:
-        try:
-            mrc = mrcfile.new_mmap(tmp, shape=tuple(shape), mrc_mode=mode, overwrite=True)
-        except OSError as exc:
-            raise AnnotomoError(f"{path}: cannot write output ({exc.strerror or exc})") from None
-        try:
-            data = mrc.data.view(np.uint8) if dtype == np.uint8 else mrc.data
+    from .outputs import PartialOutput
+
+    output = PartialOutput(path, shape, dtype, voxel_size, origin, class_names).create()
+    try:
+        with output.writable() as data:
             yield data
-            _fill_header(mrc, voxel_size, origin, labels_unsigned=dtype == np.uint8, class_names=class_names)
-            _update_statistics_by_slab(mrc, data)
-            mrc.flush()
-        except OSError as exc:
-            raise AnnotomoError(f"{path}: cannot write output ({exc.strerror or exc})") from None
-        finally:
-            mrc.close()
+        output.finalize()
+    except BaseException:
+        output.discard()
+        raise
 
 
 def release_pages(array, z0: int, z1: int, flush: bool = False):
@@ -457,7 +447,7 @@ def release_pages(array, z0: int, z1: int, flush: bool = False):
         mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
-def _update_statistics_by_slab(mrc, data):
+def update_statistics_by_slab(mrc, data):
     """Header min/max/mean/rms, one slice at a time (a float64 copy of one slice, never of the volume)."""
     lo, hi, total, total_sq, n = np.inf, -np.inf, 0.0, 0.0, 0
     for z in range(data.shape[0]):

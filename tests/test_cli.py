@@ -40,8 +40,12 @@ def test_segment_and_evaluate_through_the_cli(model_file, small_files, tmp_path,
     )
     out = capsys.readouterr().out
     assert "ribosome" in out and "mean" in out
-    # Running again without --overwrite refuses and leaves the file as it was.
+    # Running again skips what the manifest records as complete, and leaves the file as it was ...
     before = labels.read_bytes()
+    assert main(["segment", str(model), str(small_files["test_tomo"]), "-o", str(tmp_path), "--quiet"]) == 0
+    assert "already complete" in capsys.readouterr().out and labels.read_bytes() == before
+    # ... but an output it did not record (someone else's file) is refused without --overwrite.
+    (tmp_path / "annotomo-manifest.json").unlink()
     assert main(["segment", str(model), str(small_files["test_tomo"]), "-o", str(tmp_path), "--quiet"]) == 2
     assert labels.read_bytes() == before
 

@@ -36,6 +36,19 @@ def train_args(tomo, labels, out, *extra):
     )
 
 
+def outputs_in(folder):
+    """Every file in an output folder but the manifest (which records failures too)."""
+    return sorted(p.name for p in folder.iterdir() if p.name != "annotomo-manifest.json")
+
+
+def failure_recorded(folder, name):
+    """The error the manifest records for input `name`."""
+    entries = json.loads((folder / "annotomo-manifest.json").read_text())["tomograms"]
+    (entry,) = [e for key, e in entries.items() if key.endswith(name)]
+    assert entry["status"] == "failed"
+    return entry["error"]
+
+
 @pytest.fixture
 def mrc_good(tmp_path):
     path = tmp_path / "good.mrc"
@@ -71,7 +84,8 @@ def test_nan_voxels(tmp_path, model_file):
     write_volume(tmp_path / "nan.mrc", vol, (28.0,) * 3)
     code, _, err = run_cli("segment", model_file, tmp_path / "nan.mrc", "-o", tmp_path / "o")
     assert_clean_error(code, err, "nan.mrc", "NaN")
-    assert not list((tmp_path / "o").glob("*"))  # no output, not even a partial one
+    assert outputs_in(tmp_path / "o") == []  # no output, not even a partial one
+    assert "NaN" in failure_recorded(tmp_path / "o", "nan.mrc")
 
 
 def test_constant_volume(tmp_path, model_file):
@@ -181,7 +195,8 @@ def test_full_disk_while_writing_leaves_no_output(tmp_path, model_file, small_fi
     monkeypatch.setattr(Predictor, "segment", fill_then_fail)
     with pytest.raises(AnnotomoError, match="No space left on device"):
         segment(model_file, [small_files["test_tomo"]], tmp_path / "out", progress=False, log=lambda *a: None)
-    assert list((tmp_path / "out").iterdir()) == []
+    assert outputs_in(tmp_path / "out") == []
+    assert "No space left" in failure_recorded(tmp_path / "out", "test_tomo.mrc")
 
 
 def test_a_gpu_out_of_memory_is_one_line_with_advice_and_leaves_no_output(
@@ -199,7 +214,7 @@ def test_a_gpu_out_of_memory_is_one_line_with_advice_and_leaves_no_output(
     lines = [line for line in err.splitlines() if line.startswith("annotomo: error")]
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
     assert "GPU ran out of memory" in lines[0] and "--tile, e.g. 512" in lines[0] and "--device cpu" in lines[0]
-    assert list((tmp_path / "out").iterdir()) == []
+    assert outputs_in(tmp_path / "out") == []
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "newer", "pickle"])
