@@ -229,6 +229,20 @@ def _add_train(sub):
         help="mixed precision of the network (auto: bf16 on GPUs and on CPUs with AMX/AVX512-BF16)",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
+    p.add_argument(
+        "--gpus",
+        type=_positive_int,
+        metavar="N",
+        help="train on N GPUs with DistributedDataParallel (one process each, NCCL); or start annotomo "
+        "train under torchrun",
+    )
+    p.add_argument(
+        "--processes",
+        type=_positive_int,
+        metavar="N",
+        help="train in N processes with DistributedDataParallel: one per GPU where there are GPUs, else "
+        "CPU processes sharing the cores (gloo)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
@@ -266,6 +280,9 @@ def cmd_train(args):
         raise AnnotomoError(
             f"--context-slices must be odd (the slice plus equal context each side), got {config.context_slices}"
         )
+    processes = args.gpus or args.processes
+    if processes and processes > 1:
+        return _train_in_processes(args, classes, config, processes)
     result = train(
         args.tomogram,
         args.labels,
@@ -278,14 +295,64 @@ def cmd_train(args):
         overwrite=args.overwrite,
         init=args.init,
     )
-    best = result.best
     if result.interrupted:
         return EXIT_INTERRUPTED
+    best = result.best
     print(
         f"trained {result.iterations} iterations in {result.seconds:.0f} s; best epoch {best['epoch']} "
         f"mean Dice {best['mean_dice']:.3f}"
     )
     print(f"wrote {args.out} (+ .log.json, .training.png)")
+
+
+def _train_in_processes(args, classes, config, processes):
+    """DistributedDataParallel training in `processes` processes (one per GPU, or CPU processes)."""
+    import torch
+
+    from .training import checkpoint_path, distributed
+    from .training.checkpoint import check_training_outputs
+
+    if args.gpus and not torch.cuda.is_available():
+        raise AnnotomoError(
+            f"--gpus {args.gpus}: no CUDA GPU is available to torch {torch.__version__} "
+            "(--processes N trains in N CPU processes)"
+        )
+    inputs = args.tomogram + args.labels + args.val_tomogram + args.val_labels
+    check_training_outputs(args.out, inputs, overwrite=args.overwrite, resume=args.resume)  # before any process
+    use_gpus = bool(args.gpus) or (torch.cuda.is_available() and config.device != "cpu")
+    start = time.perf_counter()
+    distributed.launch(processes, _train_process, args, classes, config, use_gpus=use_gpus)
+    log = json.loads(Path(args.out + ".log.json").read_text())
+    best = max(log["history"], key=lambda h: h["mean_dice"])
+    print(
+        f"trained {log['history'][-1]['iteration']} iterations per process in {processes} processes in "
+        f"{time.perf_counter() - start:.0f} s; best epoch {best['epoch']} mean Dice {best['mean_dice']:.3f}"
+    )
+    if checkpoint_path(args.out).exists():
+        return EXIT_INTERRUPTED
+    print(f"wrote {args.out} (+ .log.json, .training.png)")
+
+
+def _train_process(args, classes, config):
+    """One process of a distributed training run (torch.multiprocessing starts it)."""
+    import os
+
+    from .training import train
+
+    main = os.environ.get("RANK", "0") == "0"
+    train(
+        args.tomogram,
+        args.labels,
+        classes,
+        args.out,
+        config,
+        validation=list(zip(args.val_tomogram, args.val_labels, strict=True)),
+        progress=main and not args.quiet,
+        resume=args.resume,
+        overwrite=True,
+        init=args.init,
+        log=print if main else (lambda *a: None),
+    )
 
 
 def _training_classes(args) -> list[str]:
