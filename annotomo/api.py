@@ -348,7 +348,23 @@ def segment_array(
 
 
 def evaluate(prediction, truth, class_names=None, json_path=None) -> dict:
-    """Per-class Dice, IoU, precision and recall of a predicted label volume against the truth."""
+    """Per-feature Dice, IoU, precision and recall of a predicted label volume against the truth.
+
+    Args:
+        prediction: a label file (e.g. `segment`'s output).
+        truth: the reference label file of the same shape; voxels labelled 255 there are not scored.
+        class_names: feature names, label 1 first (default: the names stored in the files, else
+            class_1, class_2, ...).
+        json_path: also write the scores to this JSON file.
+
+    Returns:
+        {"classes": {name: {dice, iou, precision, recall, true_voxels, predicted_voxels}}, "mean_dice",
+        "mean_iou", "accuracy", "voxels_scored"}; a feature absent from both scores NaN and is left out
+        of the means.
+
+    Raises:
+        InputError: a file cannot be read, or the shapes differ.
+    """
     pred = read_labels(prediction)
     true = read_labels(truth, expected_shape=pred.shape)
     with pred, true:

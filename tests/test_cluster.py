@@ -147,6 +147,7 @@ def test_streaming_resampling_nearly_equals_resampling_the_whole_volume_in_memor
     assert differ <= 1e-4 * streamed.size, f"{differ} of {streamed.size} voxels differ"
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_costs_only_its_tasks(dask_client, batch_files, model_file, single_process, tmp_path):
     result, errors = {}, []
 
@@ -195,6 +196,7 @@ def test_a_rerun_skips_complete_outputs_and_redoes_a_partial_one(batch_files, mo
     assert all(e["status"] == "done" and e["seconds"] is not None for e in entries.values())
 
 
+@pytest.mark.slow
 def test_a_bad_file_in_a_batch_is_reported_and_the_others_finish(batch_files, model_file, tmp_path):
     bad = tmp_path / "broken.mrc"
     bad.write_bytes(b"x" * 2048)

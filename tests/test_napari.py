@@ -120,6 +120,7 @@ def test_region_mode_counts_only_painted_voxels_and_the_background_brush(panel):
     assert np.count_nonzero(labels != NOT_ANNOTATED) == 200
 
 
+@pytest.mark.slow
 def test_training_from_the_panel_writes_a_model_and_draws_its_curve(panel, qtbot, tmp_path, cell_files):
     _, _, sim = cell_files
     layer = panel.new_annotation()
@@ -136,6 +137,7 @@ def test_training_from_the_panel_writes_a_model_and_draws_its_curve(panel, qtbot
     assert any("trained 20 iterations" in m for m in panel.messages["info"])
 
 
+@pytest.mark.slow
 def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(panel, qtbot, tmp_path, cell_files):
     from qtpy.QtCore import QTimer
 
@@ -175,6 +177,7 @@ def test_segmenting_from_the_panel_adds_named_labels_and_probabilities_at_the_im
     assert 0 <= probability.data.min() and probability.data.max() <= 1
 
 
+@pytest.mark.slow
 def test_correct_and_retrain_uses_only_the_corrected_slices_and_starts_from_the_model(
     panel, qtbot, tmp_path, model_file, cell_files
 ):
@@ -254,6 +257,7 @@ def test_the_plugin_manifest_is_valid_and_offers_reader_writer_and_panel():
     assert [w.display_name for w in manifest.contributions.widgets] == ["annotomo"]
 
 
+@pytest.mark.slow
 def test_a_model_from_the_panel_works_on_the_command_line(panel, qtbot, tmp_path, cell_files):
     """The panel trains the same model files the CLI uses (here: fine-tuned from a file, then segment)."""
     from helpers import run_cli

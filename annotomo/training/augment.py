@@ -71,7 +71,7 @@ def augment(images: np.ndarray, labels: np.ndarray, rng, z_flip_fraction=0.0):
     out_i *= rng.uniform(0.75, 1.3, n).astype(np.float32)[:, None, None, None]
     out_i += rng.normal(0, 0.15, n).astype(np.float32)[:, None, None, None]
     noisy = np.flatnonzero(rng.random(n) < 0.3)
-    if len(noisy):  # torch draws normal numbers twice as fast as NumPy (this was 2/3 of augmenting a batch)
+    if len(noisy):  # torch draws normal numbers faster than NumPy, and this is most of augmenting a batch
         strength = rng.uniform(0.1, 0.5, len(noisy)).astype(np.float32)[:, None, None, None]
         generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
         out_i[noisy] += torch.randn((len(noisy),) + out_i.shape[1:], generator=generator).numpy() * strength
@@ -104,7 +104,7 @@ def make_training_batch(sampler, config, rng):
     """
     n = config.batch_size
     # Only the patches to be warped are cropped with the margin warp_patches needs (2.8x the pixels at the
-    # default patch and scale; cropping all of them so took 40% of making a batch).
+    # default patch and scale), so cropping every patch with it would make batches much slower.
     n_warped = int(rng.binomial(n, config.warp_fraction)) if sampler.margin else 0
     imgs, labs = sampler.batch(n - n_warped)
     if n_warped:

@@ -8,7 +8,7 @@ import threading
 
 class BatchMaker:
     """Makes training batches ahead in a background thread, so the network's step does not wait while the
-    CPU crops, warps and augments patches (on an H200 making a batch took 45% of a training step).
+    CPU crops, warps and augments patches (on a GPU, batch making is a large part of a step: RESULTS.md#gpu).
 
     One producer calls `make` in order, so the batches are those an inline loop would make with the same
     random generator (which nothing else may use meanwhile). `depth` 0 makes each batch on demand.

@@ -32,7 +32,7 @@ def cross_entropy_and_dice(model, x, y, weights, dice_weight):
     """Weighted cross-entropy plus `dice_weight` x (1 - soft Dice averaged over the features present).
 
     One log-softmax serves both terms, and the Dice sums are gathered per class instead of multiplying
-    the probabilities with a one-hot copy of the labels (the loss was ~12% of a CPU training step).
+    the probabilities with a one-hot copy of the labels (the loss is a noticeable part of a CPU step).
     """
     logits = model(x).float()  # the loss in fp32 under mixed precision
     log_prob = torch.log_softmax(logits, 1)
