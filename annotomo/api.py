@@ -99,7 +99,7 @@ def segment(
         >>> annotomo.segment("cellular-v1", ["tomo.mrc"], "annotated/")  # doctest: +SKIP
         [{'labels': 'annotated/tomo_labels.mrc'}]
     """
-    from .batch import normalization_of, plan_job, segment_whole, warn_if_resampled
+    from .batch import plan_job, warn_if_resampled
     from .outputs import Manifest, ManifestEntry, file_digest, input_identity, remove_stale_partials
 
     distributed = workers is not None or dask is not None
@@ -157,7 +157,7 @@ def segment(
                 )
             )
         except AnnotomoError as exc:
-            failures[t] = str(exc)
+            failures[t] = exc
             identity = input_identity(t) if t.exists() else {}
             entry = ManifestEntry(status="failed", error=str(exc), model=model_record, options=options, input=identity)
             manifest.record(t, entry)
@@ -187,48 +187,56 @@ def segment(
         done, failed = run_on_dask(
             model, jobs, predictor_options, workers=workers, address=dask, progress=progress, log=log, record=record
         )
-        results.update(done)
-        failures.update(failed)
     else:
-        bar = _BatchBar(jobs) if progress and jobs else None
-        for job in jobs:
-            start = time.perf_counter()
-            try:
-                job.create_outputs()
-                norm = normalization_of(job, info)
-                segment_whole(predictor, job, norm, progress=bar.advance if bar else False)
-                from .batch import finish
-
-                written = finish(job, log)
-            except AnnotomoError as exc:
-                job.discard_outputs()
-                failures[job.tomogram] = str(exc)
-                record(job, error=str(exc), seconds=time.perf_counter() - start)
-                continue
-            except BaseException:
-                job.discard_outputs()
-                raise
-            record(job, written, seconds=round(time.perf_counter() - start, 2))
-            results[job.tomogram] = written
-            if bar:
-                bar.tomogram_done()
-            log(
-                f"{job.tomogram} -> {written['labels']}"
-                + (" (resampled)" if job.resampled else "")
-                + (f" (+ {len(info.class_names)} probability maps)" if probabilities else "")
-            )
-        if bar:
-            bar.close()
+        done, failed = _run_here(predictor, jobs, progress, log, record)
+    results.update(done)
+    failures.update(failed)
     if failures:
         raise _batch_error(failures, len(tomograms), manifest.path)
     return [results[t] for t in tomograms]
 
 
+def _run_here(predictor, jobs, progress, log, record):
+    """Segment `jobs` one after the other in this process; returns ({tomogram: outputs}, {tomogram: error})."""
+    from .batch import finish, normalization_of, segment_whole
+
+    done, failed = {}, {}
+    bar = _BatchBar(jobs) if progress and jobs else None
+    for job in jobs:
+        start = time.perf_counter()
+        try:
+            job.create_outputs()
+            norm = normalization_of(job, predictor.info)
+            segment_whole(predictor, job, norm, progress=bar.advance if bar else False)
+            written = finish(job, log)
+        except AnnotomoError as exc:
+            job.discard_outputs()
+            failed[job.tomogram] = exc
+            record(job, error=str(exc), seconds=round(time.perf_counter() - start, 2))
+            continue
+        except BaseException:
+            job.discard_outputs()
+            raise
+        record(job, written, seconds=round(time.perf_counter() - start, 2))
+        done[job.tomogram] = written
+        if bar:
+            bar.tomogram_done()
+        log(
+            f"{job.tomogram} -> {written['labels']}"
+            + (" (resampled)" if job.resampled else "")
+            + (f" (+ {len(job.class_names)} probability maps)" if job.probabilities else "")
+        )
+    if bar:
+        bar.close()
+    return done, failed
+
+
 def _batch_error(failures: dict, total: int, manifest_path) -> AnnotomoError:
     """One error for the failed tomograms: the failure itself for one input, else a one-line summary."""
     if total == 1:
-        return AnnotomoError(next(iter(failures.values())))
-    listed = "; ".join(failures.values())
+        failure = next(iter(failures.values()))
+        return failure if isinstance(failure, AnnotomoError) else AnnotomoError(failure)
+    listed = "; ".join(map(str, failures.values()))
     return AnnotomoError(
         f"{len(failures)} of {total} tomograms failed (the others are done; {manifest_path} records each): {listed}"
     )

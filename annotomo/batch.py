@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import AnnotomoError, InputError
 from .outputs import PartialOutput
-from .resample import BackResampler, ResampledVolume, needs_resampling, resampled_shape
+from .resample import BackResampler, ResampledVolume, needs_resampling
 from .volumes import open_volume
 
 
@@ -115,11 +115,11 @@ def plan_job(
         info.pixel_size,
         dict(min_voxels or {}),
     )
-    job.chunks = chunk_ranges(shape[0], chunk_slices, _alignment(job))
+    job.chunks = chunk_ranges(shape[0], chunk_slices, chunk_alignment(job))
     return job
 
 
-def _alignment(job) -> int:
+def chunk_alignment(job) -> int:
     """Chunk boundaries fall on every output's OME-Zarr chunk boundaries (1 for MRC)."""
     from math import lcm
 
@@ -137,13 +137,14 @@ def chunk_ranges(nz: int, chunk_slices: int | None, align: int = 1) -> list[tupl
     return [(z0, min(z0 + size, nz)) for z0 in range(0, nz, size)]
 
 
-def normalization_of(job: SegmentJob, info):
+def normalization_of(job: SegmentJob, info, warn=True):
     """The tomogram's normalisation for this model (a strided sample of it), with the contrast warning."""
-    from .api import warn_if_inverted
-
     with job.open() as vol:
         norm = info.normalization_for(vol.data, vol.path, job.invert_contrast)
-    warn_if_inverted(norm, job.tomogram, job.invert_contrast)
+    if warn:
+        from .api import warn_if_inverted
+
+        warn_if_inverted(norm, job.tomogram, job.invert_contrast)
     return norm
 
 
@@ -261,11 +262,6 @@ def _check_finite(block, tomogram, first):
         bad = int(np.count_nonzero(~np.isfinite(block)))
         where = f" in slices from {first}" if first is not None else ""
         raise InputError(tomogram, f"{bad} NaN or infinite voxels{where}")
-
-
-def model_grid_shape(job: SegmentJob) -> tuple:
-    """The shape inference runs at (the tomogram's own when no resampling)."""
-    return resampled_shape(job.shape, job.voxel_size, job.model_pixel_size) if job.resampled else job.shape
 
 
 __all__ = [

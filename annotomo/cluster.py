@@ -87,7 +87,7 @@ def worker_predictor(model, options: dict, digest: str):
 def _normalization_task(job, model, options, digest):
     from .batch import normalization_of
 
-    return normalization_of(job, worker_predictor(model, options, digest).info)
+    return normalization_of(job, worker_predictor(model, options, digest).info, warn=False)  # the client warns
 
 
 def _chunk_task(job, z0, z1, norm, model, options, digest):
@@ -122,8 +122,10 @@ def run_on_dask(
     Jobs without chunks of their own are split when larger than `chunk_voxels`. `record(job, outputs,
     error, seconds, chunks)` is called as each tomogram completes or fails (the manifest).
     """
-    from .batch import _alignment, chunk_ranges
+    from .api import warn_if_inverted
+    from .batch import chunk_alignment, chunk_ranges
     from .modelfile import resolve_model
+    from .normalize import Normalization
     from .outputs import file_digest
 
     _, _, as_completed = _dask()
@@ -136,7 +138,7 @@ def run_on_dask(
         for job in jobs:
             if len(job.chunks) == 1 and job.voxels > chunk_voxels:
                 plane = job.voxels // job.shape[0]
-                job.chunks = chunk_ranges(job.shape[0], max(1, chunk_voxels // plane), _alignment(job))
+                job.chunks = chunk_ranges(job.shape[0], max(1, chunk_voxels // plane), chunk_alignment(job))
             try:
                 job.create_outputs()
             except AnnotomoError as exc:
@@ -151,7 +153,8 @@ def run_on_dask(
             for f in chunks + [final]:
                 owner[f.key] = job
             of_job[job.tomogram] = [norm, *chunks, final]
-            futures += chunks + [final]
+            owner[norm.key] = job
+            futures += [norm, *chunks, final]
             started[job.tomogram] = time.perf_counter()
         bar = _bar(jobs, progress)
         for future in as_completed(futures):
@@ -168,6 +171,9 @@ def run_on_dask(
                     record(job, error=message, seconds=time.perf_counter() - started[job.tomogram])
                 continue
             result = future.result()
+            if isinstance(result, Normalization):  # the tomogram's statistics: the contrast check, here
+                warn_if_inverted(result, job.tomogram, job.invert_contrast)
+                continue
             if "outputs" not in result:  # a chunk
                 if bar:
                     bar.update(result["voxels"] / 1e6)
