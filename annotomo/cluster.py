@@ -15,14 +15,16 @@ with one GPU per job) and each worker's Predictor takes the GPU it sees. See doc
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from .errors import AnnotomoError
 
 DEFAULT_CHUNK_VOXELS = 256 * 2**20  # tomograms larger than this are split along z into chunks of about this size
 
-_PREDICTORS: dict = {}  # in each worker process: (model digest, options) -> Predictor
+_PREDICTORS: dict = {}  # in each worker process: (model digest, options) -> (Predictor, lock)
 _LOADS = {"count": 0}
+_CACHE_LOCK = threading.Lock()
 
 
 def _dask():
@@ -69,31 +71,38 @@ def open_client(workers=None, address=None, log=print):
 
 
 def worker_predictor(model, options: dict, digest: str):
-    """The Predictor of this worker process for `model` (loaded once per process and model)."""
+    """(Predictor, lock) of this worker process for `model`: loaded once per process and model.
+
+    A worker with several task threads shares the one Predictor; the lock lets one task at a time use it
+    (its network uses the process's cores through torch's own threads).
+    """
     from .predict import Predictor
 
     key = (digest, tuple(sorted(options.items())))
-    if key not in _PREDICTORS:
-        threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-        if threads:
-            import torch
+    with _CACHE_LOCK:
+        if key not in _PREDICTORS:
+            threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+            if threads:
+                import torch
 
-            torch.set_num_threads(threads)
-        _PREDICTORS[key] = Predictor.from_file(model, **options)
-        _LOADS["count"] += 1
+                torch.set_num_threads(threads)
+            _PREDICTORS[key] = (Predictor.from_file(model, **options), threading.Lock())
+            _LOADS["count"] += 1
     return _PREDICTORS[key]
 
 
 def _normalization_task(job, model, options, digest):
     from .batch import normalization_of
 
-    return normalization_of(job, worker_predictor(model, options, digest).info, warn=False)  # the client warns
+    return normalization_of(job, worker_predictor(model, options, digest)[0].info, warn=False)  # the client warns
 
 
 def _chunk_task(job, z0, z1, norm, model, options, digest):
     from .batch import segment_chunk
 
-    result = segment_chunk(worker_predictor(model, options, digest), job, z0, z1, norm)
+    predictor, lock = worker_predictor(model, options, digest)
+    with lock:
+        result = segment_chunk(predictor, job, z0, z1, norm)
     result.update(pid=os.getpid(), model_loads=_LOADS["count"])
     return result
 

@@ -359,7 +359,8 @@ class AnnotomoPanel(QWidget):
             if any(p[2] != names for p in pairs):
                 raise AnnotomoError("the labels layers name different features")
             init = init if init is not None else self._init_choice()
-            out = Path(self.out_edit.text()).expanduser()
+            out = _free_path(Path(self.out_edit.text()).expanduser())  # never over an earlier model
+            self.out_edit.setText(str(out))
             config = self._config(minutes, pairs[0][0])
         except AnnotomoError as exc:
             show_error(str(exc))
@@ -649,6 +650,15 @@ class AnnotomoPanel(QWidget):
                 show_info("wrote " + ", ".join(self.save_picks(path)))
             except (AnnotomoError, OSError) as exc:
                 show_error(str(exc))
+
+
+def _free_path(path: Path) -> Path:
+    """`path`, or NAME-2.annotomo, NAME-3.annotomo ... when it exists (the panel keeps every model it trains)."""
+    stem, suffix, k = path.name.removesuffix(path.suffix), path.suffix, 2
+    while path.exists():
+        path = path.with_name(f"{stem}-{k}{suffix}")
+        k += 1
+    return path
 
 
 def _voxel_size(layer):
