@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .volumes import release_pages
+
 TOLERANCE = 0.05
 
 
@@ -72,9 +74,7 @@ class ResampledVolume:
         if z not in self._cache:
             if len(self._cache) >= 4:
                 self._cache.pop(min(self._cache))
-            from .volumes import release_pages
-
-            self._cache[z] = np.asarray(self.source[z], dtype=np.float32)
+            self._cache[z] = np.array(self.source[z], dtype=np.float32)  # a copy: a view would fault pages back in
             release_pages(self.source, z, z + 1)
         return self._cache[z]
 
@@ -147,9 +147,11 @@ class BackResampler:
             probs.append(_zoom_plane(plane, self.shape[1:]))
         background = np.float32(1.0) - sum(probs[1:], probs[0])
         self.out_labels[z] = np.argmax(np.stack([background, *probs]), axis=0).astype(np.uint8)
+        release_pages(self.out_labels, z, z + 1, flush=True)  # a written slice leaves memory (memory maps)
         if self.out_probabilities is not None:
             for out, p in zip(self.out_probabilities, probs, strict=True):
                 out[z] = np.clip(p, 0, 1)
+                release_pages(out, z, z + 1, flush=True)
 
     def sinks(self, n_features: int):
         """(labels sink, feature sinks) for `Predictor.segment`: it writes model slices into these."""

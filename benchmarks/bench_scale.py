@@ -199,9 +199,14 @@ def recovery_row(model, paths, work):
     thread.start()
     while not list(out.glob("*_labels.mrc")) and thread.is_alive():
         time.sleep(0.02)
+    before = set(client.scheduler_info()["workers"])
     killed_at = time.perf_counter()
     os.kill(sorted(client.run(os.getpid).values())[0], signal.SIGKILL)
-    client.wait_for_workers(2, timeout=120)
+    while True:  # until the nanny's new worker has joined the scheduler in the killed one's place
+        workers = set(client.scheduler_info()["workers"])
+        if len(workers) == 2 and workers != before:
+            break
+        time.sleep(0.01)
     back_s = time.perf_counter() - killed_at
     thread.join()
     same = all(
