@@ -108,6 +108,21 @@ def test_new_annotation_counts_painted_slices_and_saves_what_train_reads(panel, 
     assert isinstance(reopened, napari.layers.Labels) and list(reopened.features["name"])[1] == "microtubule"
 
 
+def test_training_pairs_every_annotation_layer_with_its_own_tomogram(panel, make_napari_viewer, cell_files, tmp_path):
+    _, _, sim = cell_files
+    first = panel.new_annotation()
+    paint_slices(first, sim.labels, [3])
+    other = panel.viewer.add_image(sim.tomogram[:, :, ::-1].copy(), name="mirrored", scale=(28.0,) * 3)
+    panel.image_box.setCurrentText(other.name)
+    second = panel.new_annotation()
+    paint_slices(second, sim.labels[:, :, ::-1], [7, 8])
+    panel.all_box.setChecked(True)
+    pairs = panel.training_pairs()
+    assert [
+        (image.name, int((labels != NOT_ANNOTATED).reshape(32, -1).any(1).sum())) for image, labels, _ in pairs
+    ] == [("cell_tomo", 1), ("mirrored", 2)]
+
+
 def test_region_mode_counts_only_painted_voxels_and_the_background_brush(panel):
     panel.mode_box.setCurrentText("regions")
     layer = panel.new_annotation()

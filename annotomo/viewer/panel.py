@@ -121,7 +121,9 @@ class AnnotomoPanel(QWidget):
         self.out_edit = QLineEdit(str(Path.cwd() / "annotomo-model.annotomo"))
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(self.start_training)
+        self.all_box = QCheckBox("every annotation layer (several tomograms)")
         form.addRow("labels", self.labels_box)
+        form.addRow(self.all_box)
         form.addRow("minutes", self.minutes_box)
         form.addRow("or iterations", self.iterations_box)
         form.addRow("start from", self.init_box)
@@ -252,6 +254,15 @@ class AnnotomoPanel(QWidget):
 
     def training_pairs(self, labels_layers=None):
         """[(image layer, training labels (uint8, 255 = not annotated), class names)] for training."""
+        if labels_layers is None and self.all_box.isChecked():
+            labels_layers = [
+                layer
+                for layer in self.viewer.layers
+                if isinstance(layer, Labels)
+                and layer.metadata.get(L.KEY, {}).get("kind") in ("annotation", "corrections")
+            ]
+        if labels_layers is None and self.labels_box.currentText() not in self.viewer.layers:
+            raise AnnotomoError("choose a labels layer to train on (New annotation makes one)")
         layers = labels_layers or [self.viewer.layers[self.labels_box.currentText()]]
         pairs = []
         for layer in layers:
