@@ -251,18 +251,20 @@ class _BatchBar:
         self.planes = [int(np.prod(j.shape[1:])) for j in jobs]
         self.done = 0
         self.bar = tqdm(
-            total=sum(j.voxels for j in jobs) / 1e6,
-            unit="Mvox",
+            total=sum(int(j.voxels) for j in jobs),
+            unit="vox",
+            unit_scale=True,
             desc="segmenting",
             leave=False,
-            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} Mvox [{elapsed}<{remaining}] {postfix}",
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} voxels [{elapsed}<{remaining}] {postfix}",
         )
         self.bar.set_postfix_str(f"tomograms 0/{len(jobs)}")
 
     def advance(self, slices=1, voxels=None):
         """Count slices of the tomogram being segmented (or a number of voxels) as done."""
         amount = voxels if voxels is not None else slices * self.planes[min(self.done, len(self.planes) - 1)]
-        self.bar.update(amount / 1e6)
+        # whole voxels, never past the total (scaled slice counts of resampled tomograms are fractional)
+        self.bar.update(max(0, min(round(amount), self.bar.total - self.bar.n)))
 
     def tomogram_done(self):
         """Count a tomogram as done."""

@@ -185,7 +185,7 @@ def run_on_dask(
                 continue
             if "outputs" not in result:  # a chunk
                 if bar:
-                    bar.update(result["voxels"] / 1e6)
+                    bar.update(int(result["voxels"]))
                 continue
             for message in result["messages"]:
                 log(message)
@@ -215,11 +215,12 @@ def _bar(jobs, progress):
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=sum(j.voxels for j in jobs) / 1e6,
-        unit="Mvox",
+        total=sum(int(j.voxels) for j in jobs),
+        unit="vox",
+        unit_scale=True,
         desc="segmenting on Dask",
         leave=False,
-        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} Mvox [{elapsed}<{remaining}] {postfix}",
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} voxels [{elapsed}<{remaining}] {postfix}",
     )
     bar.set_postfix_str(f"tomograms 0/{len(jobs)}")
     return bar

@@ -94,7 +94,7 @@ def test_new_annotation_counts_painted_slices_and_saves_what_train_reads(panel, 
     assert layer.metadata[L.KEY]["kind"] == "annotation" and tuple(layer.scale) == (28.0,) * 3
     assert list(layer.features["name"])[1:5] == list(SYNTH_CLASSES)
     paint_slices(layer, sim.labels, [4, 12, 20])
-    assert "3 of 32 slices annotated" in panel.summary_label.text()
+    qtbot.waitUntil(lambda: "3 of 32 slices annotated" in panel.summary_label.text(), timeout=5000)
     saved = panel.save_labels(layer, tmp_path / "sparse.mrc")
     with read_labels(saved) as vol:
         assert vol.voxel_size == (28.0,) * 3 and vol.origin == (0.0, 280.0, 560.0)

@@ -258,6 +258,35 @@ def test_segment_writes_labels_and_probabilities_with_the_input_geometry(model_f
     assert not list((tmp_path / "out").glob(".*partial"))
 
 
+@pytest.mark.parametrize("pixel_size", [28.0, 19.0], ids=["model grid", "resampled"])
+def test_the_batch_progress_bar_ends_at_exactly_the_voxels_of_the_batch(
+    model_file, small_pair, tmp_path, pixel_size, monkeypatch
+):
+    """The bar counts input voxels, also while a resampled copy is segmented, and never runs past its total."""
+    import warnings
+
+    from tqdm import TqdmWarning
+
+    import annotomo.api
+
+    vols = []
+    for k, shape in enumerate([(12, 48, 40), (9, 40, 56)]):
+        vols.append(tmp_path / f"t{k}.mrc")
+        write_volume(vols[-1], small_pair[1].tomogram[: shape[0], : shape[1], : shape[2]], (pixel_size,) * 3)
+    seen = []
+    original_close = annotomo.api._BatchBar.close
+
+    def close(self):
+        seen.append((self.bar.n, self.bar.total))
+        original_close(self)
+
+    monkeypatch.setattr(annotomo.api._BatchBar, "close", close)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TqdmWarning)
+        segment(model_file, vols, tmp_path / "out", progress=True, log=lambda *a: None)
+    assert seen == [(12 * 48 * 40 + 9 * 40 * 56,) * 2]
+
+
 @pytest.mark.slow
 def test_model_file_is_self_describing_and_data_only(trained_model, small_pair):
     path, result = trained_model

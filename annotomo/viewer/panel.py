@@ -16,7 +16,7 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -65,6 +65,11 @@ class AnnotomoPanel(QWidget):
         self._history: list[dict] = []
         self._relay = _Relay()
         self._watched: set[int] = set()
+        self._summary_layer = None
+        self._summary_timer = QTimer(self)
+        self._summary_timer.setSingleShot(True)
+        self._summary_timer.setInterval(300)
+        self._summary_timer.timeout.connect(self._summary_due)
         self._job = ""
         self._relay.progress.connect(self._show_progress)
         self._relay.epoch.connect(self._show_epoch)
@@ -210,8 +215,8 @@ class AnnotomoPanel(QWidget):
             box.blockSignals(False)
         for layer in self.viewer.layers:
             if isinstance(layer, Labels) and id(layer) not in self._watched:
-                layer.events.paint.connect(lambda e, lay=layer: self._update_summary(lay))
-                layer.events.data.connect(lambda e, lay=layer: self._update_summary(lay))
+                layer.events.paint.connect(lambda e, lay=layer: self._summary_soon(lay))
+                layer.events.data.connect(lambda e, lay=layer: self._summary_soon(lay))
                 self._watched.add(id(layer))
 
     def image_layer(self) -> Image:
@@ -282,6 +287,15 @@ class AnnotomoPanel(QWidget):
                 raise AnnotomoError(f"{layer.name}: {exc}") from None
             pairs.append((image, labels, names))
         return pairs
+
+    def _summary_soon(self, layer):
+        """Recount a layer's annotation shortly after painting stops (counting a big volume takes a moment)."""
+        self._summary_layer = layer
+        self._summary_timer.start()
+
+    def _summary_due(self):
+        if self._summary_layer is not None:
+            self._update_summary(self._summary_layer)
 
     def _update_summary(self, layer):
         meta = layer.metadata.get(L.KEY, {})
