@@ -10,6 +10,7 @@ built-in names) get a row each, with zero labels of the test conditions (no trai
     python benchmarks/bench_generalise.py --quick              # 2 x 7 at 1 min (~6 min)
     python benchmarks/bench_generalise.py --train default --minutes 2 --recipe '{"blur_fraction": 0.3}'
     python benchmarks/bench_generalise.py --train --models cellular-v1     # the built-in model only
+    python benchmarks/bench_generalise.py --init cellular-v1 --label "fine-tuned from cellular-v1"
 
 Training is time-bounded: run nothing else on the machine meanwhile.
 """
@@ -83,6 +84,7 @@ def main():
     ap.add_argument("--test", nargs="*", default=list(CONDITIONS), help="test conditions (default: all)")
     ap.add_argument("--models", nargs="*", default=[], help="model files or built-in names scored as they are")
     ap.add_argument("--recipe", default="{}", help="TrainConfig overrides as JSON (the recipe under test)")
+    ap.add_argument("--init", default=None, help="start every training from this model file or built-in name")
     ap.add_argument("--label", default="default recipe", help="what the recipe is called in the JSON")
     ap.add_argument("--json", default=str(RESULTS / "generalise.json"))
     args = ap.parse_args()
@@ -103,6 +105,7 @@ def main():
         minutes=minutes,
         recipe=recipe,
         recipe_label=args.label,
+        init=args.init,
         conditions={k: dict(options=v[0], pixel_size=v[1]) for k, v in CONDITIONS.items()},
         train_seed=TRAIN_SEED,
         test_seed=TEST_SEED,
@@ -136,6 +139,7 @@ def main():
                 progress=False,
                 log=lambda *a: None,
                 overwrite=True,
+                init=args.init,
             )
             result["rows"].append(
                 dict(
