@@ -162,6 +162,7 @@ def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(panel,
     panel.labels_box.setCurrentText(layer.name)
     panel.minutes_box.setValue(10)
     panel.out_edit.setText(str(tmp_path / "stopped.annotomo"))
+    qtbot.waitUntil(panel.preloaded.is_set, timeout=TIMEOUT_MS)  # the panel imports training's modules early
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))

@@ -53,6 +53,22 @@ class _Relay(QObject):
     epoch = Signal(dict)
 
 
+def _preload_training(done: threading.Event):
+    """Import what the first training needs (torch's optimiser machinery, matplotlib for the curves) while
+    the user paints: an import holds Python's interpreter lock for up to half a second at a time, which
+    would stall the viewer when the first training starts.
+    """
+    try:
+        import torch
+
+        from .. import train  # noqa: F401
+        from ..preview import save_training_curves  # noqa: F401
+
+        torch.optim.AdamW([torch.zeros(1, requires_grad=True)])  # imports torch._dynamo
+    finally:
+        done.set()
+
+
 class AnnotomoPanel(QWidget):
     """The annotomo panel for a napari viewer (npe2 widget contribution: napari passes the viewer)."""
 
@@ -71,9 +87,11 @@ class AnnotomoPanel(QWidget):
         self._summary_timer.setInterval(300)
         self._summary_timer.timeout.connect(self._summary_due)
         self._job = ""
+        self.preloaded = threading.Event()
         self._relay.progress.connect(self._show_progress)
         self._relay.epoch.connect(self._show_epoch)
-        self._build()
+        self._build()  # imports matplotlib's Qt canvas: before the preload, never beside it
+        threading.Thread(target=_preload_training, args=(self.preloaded,), daemon=True).start()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._refresh_layers)
         self._refresh_layers()
@@ -707,22 +725,23 @@ class _Curve(QWidget):
         layout.addWidget(self.canvas)
         self.loss_axis = self.figure.add_subplot(111)
         self.dice_axis = self.loss_axis.twinx()
-        self.plot([])
-
-    def plot(self, history):
-        """Redraw from the epochs so far."""
-        self.loss_axis.clear()
-        self.dice_axis.clear()
-        if history:
-            epochs = [h["epoch"] for h in history]
-            self.loss_axis.plot(epochs, [h["train_loss"] for h in history], color="tab:blue", label="loss")
-            self.dice_axis.plot(epochs, [h["mean_dice"] for h in history], color="tab:green", label="Dice")
+        (self.loss_line,) = self.loss_axis.plot([], [], color="tab:blue", label="loss")
+        (self.dice_line,) = self.dice_axis.plot([], [], color="tab:green", label="Dice")
         self.loss_axis.set_xlabel("epoch", fontsize=7)
         self.loss_axis.set_ylabel("loss", fontsize=7, color="tab:blue")
         self.dice_axis.set_ylabel("mean Dice", fontsize=7, color="tab:green")
         self.dice_axis.set_ylim(0, 1)
         for axis in (self.loss_axis, self.dice_axis):
             axis.tick_params(labelsize=6)
+        self.plot([])
+
+    def plot(self, history):
+        """Redraw from the epochs so far (new line data on the same axes: the GUI thread draws, briefly)."""
+        epochs = [h["epoch"] for h in history]
+        self.loss_line.set_data(epochs, [h["train_loss"] for h in history])
+        self.dice_line.set_data(epochs, [h["mean_dice"] for h in history])
+        self.loss_axis.relim()
+        self.loss_axis.autoscale_view()
         self.canvas.draw_idle()
 
 
