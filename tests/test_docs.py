@@ -36,7 +36,7 @@ def command_lines(page):
 
 @pytest.fixture(scope="module")
 def cell():
-    return simulate(shape=(32, 128, 128), seed=1)
+    return simulate(shape=(32, 128, 128), seed=3)  # a cell with every feature
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "python")], ids=lambda p: p.name)

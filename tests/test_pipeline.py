@@ -281,10 +281,13 @@ def test_the_batch_progress_bar_ends_at_exactly_the_voxels_of_the_batch(
         original_close(self)
 
     monkeypatch.setattr(annotomo.api._BatchBar, "close", close)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", TqdmWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         segment(model_file, vols, tmp_path / "out", progress=True, log=lambda *a: None)
     assert seen == [(12 * 48 * 40 + 9 * 40 * 56,) * 2]
+    assert not [w for w in caught if issubclass(w.category, TqdmWarning)]
+    resampled = [w for w in caught if "resampling to 28 A" in str(w.message)]
+    assert len(resampled) == (2 if pixel_size != 28.0 else 0)
 
 
 @pytest.mark.slow
