@@ -88,6 +88,11 @@ def builtin_models() -> dict[str, Path]:
     return {p.name[: -len(MODEL_SUFFIX)]: p for p in sorted(BUILTIN_FOLDER.glob(f"*{MODEL_SUFFIX}"))}
 
 
+def builtin_models_for(class_names) -> list[str]:
+    """The built-in models whose features are exactly these, in this order (fine-tuning candidates)."""
+    return [name for name, path in builtin_models().items() if read_model_info(path).class_names == list(class_names)]
+
+
 def resolve_model(spec) -> Path:
     """The file of a model given as a path or as the name of a built-in model (a path wins)."""
     path = Path(spec)

@@ -187,3 +187,20 @@ def test_train_init_through_the_cli(tmp_path, small_files, model_file):
         3,
     )
     assert_clean_error(code, err, "fine-tuning keeps", "--context-slices")
+
+
+def test_training_from_scratch_points_to_a_built_in_model_with_the_same_features(tmp_path, small_pair, model_file):
+    sim = small_pair[0]
+    write_volume(tmp_path / "t.mrc", sim.tomogram, (28.0,) * 3)
+    write_volume(tmp_path / "l.mrc", sim.labels, (28.0,) * 3)
+
+    def messages(names, **kw):
+        said = []
+        train([tmp_path / "t.mrc"], [tmp_path / "l.mrc"], names, tmp_path / "m.annotomo", _finetune_config(),
+              progress=False, overwrite=True, log=said.append, **kw)  # fmt: skip
+        return [m for m in said if m.startswith("tip:")]
+
+    tips = messages(list(sim.class_names))
+    assert len(tips) == 1 and "--init cellular-v1" in tips[0]
+    assert messages(["a", "b", "c", "d"]) == []  # other features: nothing to start from
+    assert messages(list(sim.class_names), init=model_file) == []  # already fine-tuning

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..conventions import MAX_CLASSES
 from ..device import choose_device, choose_precision, mixed_precision
 from ..errors import AnnotomoError
-from ..modelfile import ModelInfo
+from ..modelfile import ModelInfo, builtin_models_for
 from ..models import build_model
 from . import distributed
 from .augment import make_training_batch
@@ -127,6 +127,8 @@ def train(
     torch.set_num_threads(config.threads or torch.get_num_threads())
     n_outputs = len(class_names) + 1
     tomoseg = config.arch == "tomoseg-cnn"
+    if init is None and main and not tomoseg:
+        _suggest_builtin_start(class_names, log)
     target = parent.pixel_size if parent else config.pixel_size
     data = [
         load_annotated(t, lab, len(class_names), config.invert_contrast, tomoseg=tomoseg, target_pixel_size=target)
@@ -339,6 +341,16 @@ def _check_class_names(class_names):
     bad = [n for n in class_names if not all(c.isalnum() or c in "_-" for c in n)]
     if bad:
         raise AnnotomoError(f"class names may use letters, digits, '_' and '-' only (used in file names): {bad}")
+
+
+def _suggest_builtin_start(class_names, log):
+    """Point to a built-in model with these features: starting from it generalises far better than scratch."""
+    for name in builtin_models_for(class_names):
+        log(
+            f"tip: the built-in model {name} knows these features; starting from it (--init {name}) carries "
+            "over to other imaging conditions far better than training from scratch "
+            "(benchmarks/RESULTS.md#generalise)"
+        )
 
 
 def _check_classes_present(data, class_names):
