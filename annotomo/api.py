@@ -198,10 +198,10 @@ def segment(
 
 def _run_here(predictor, jobs, progress, log, record):
     """Segment `jobs` one after the other in this process; returns ({tomogram: outputs}, {tomogram: error})."""
-    from .batch import finish, normalization_of, segment_whole
+    from .batch import BatchBar, finish, normalization_of, segment_whole
 
     done, failed = {}, {}
-    bar = _BatchBar(jobs) if progress and jobs else None
+    bar = BatchBar(jobs) if progress and jobs else None
     for job in jobs:
         start = time.perf_counter()
         try:
@@ -240,40 +240,6 @@ def _batch_error(failures: dict, total: int, manifest_path) -> AnnotomoError:
     return AnnotomoError(
         f"{len(failures)} of {total} tomograms failed (the others are done; {manifest_path} records each): {listed}"
     )
-
-
-class _BatchBar:
-    """One progress bar for a whole batch: voxels done, tomograms done, ETA (tqdm)."""
-
-    def __init__(self, jobs):
-        from tqdm.auto import tqdm
-
-        self.planes = [int(np.prod(j.shape[1:])) for j in jobs]
-        self.done = 0
-        self.bar = tqdm(
-            total=sum(int(j.voxels) for j in jobs),
-            unit="vox",
-            unit_scale=True,
-            desc="segmenting",
-            leave=False,
-            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} voxels [{elapsed}<{remaining}] {postfix}",
-        )
-        self.bar.set_postfix_str(f"tomograms 0/{len(jobs)}")
-
-    def advance(self, slices=1, voxels=None):
-        """Count slices of the tomogram being segmented (or a number of voxels) as done."""
-        amount = voxels if voxels is not None else slices * self.planes[min(self.done, len(self.planes) - 1)]
-        # whole voxels, never past the total (scaled slice counts of resampled tomograms are fractional)
-        self.bar.update(max(0, min(round(amount), self.bar.total - self.bar.n)))
-
-    def tomogram_done(self):
-        """Count a tomogram as done."""
-        self.done += 1
-        self.bar.set_postfix_str(f"tomograms {self.done}/{len(self.planes)}")
-
-    def close(self):
-        """Close the bar."""
-        self.bar.close()
 
 
 def warn_if_inverted(norm, path, invert_contrast=False):

@@ -264,8 +264,43 @@ def _check_finite(block, tomogram, first):
         raise InputError(tomogram, f"{bad} NaN or infinite voxels{where}")
 
 
+class BatchBar:
+    """One progress bar for a whole batch: voxels done, tomograms done, ETA (tqdm)."""
+
+    def __init__(self, jobs, description="segmenting"):
+        from tqdm.auto import tqdm
+
+        self.planes = [int(np.prod(j.shape[1:])) for j in jobs]
+        self.done = 0
+        self.bar = tqdm(
+            total=sum(int(j.voxels) for j in jobs),
+            unit="vox",
+            unit_scale=True,
+            desc=description,
+            leave=False,
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} voxels [{elapsed}<{remaining}] {postfix}",
+        )
+        self.bar.set_postfix_str(f"tomograms 0/{len(jobs)}")
+
+    def advance(self, slices=1, voxels=None):
+        """Count slices of the tomogram being segmented (or a number of voxels) as done."""
+        amount = voxels if voxels is not None else slices * self.planes[min(self.done, len(self.planes) - 1)]
+        # whole voxels, never past the total (scaled slice counts of resampled tomograms are fractional)
+        self.bar.update(max(0, min(round(amount), self.bar.total - self.bar.n)))
+
+    def tomogram_done(self):
+        """Count a tomogram as done."""
+        self.done += 1
+        self.bar.set_postfix_str(f"tomograms {self.done}/{len(self.planes)}")
+
+    def close(self):
+        """Close the bar."""
+        self.bar.close()
+
+
 __all__ = [
     "AnnotomoError",
+    "BatchBar",
     "SegmentJob",
     "chunk_ranges",
     "finish",

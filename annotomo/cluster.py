@@ -132,7 +132,7 @@ def run_on_dask(
     error, seconds, chunks)` is called as each tomogram completes or fails (the manifest).
     """
     from .api import warn_if_inverted
-    from .batch import chunk_alignment, chunk_ranges
+    from .batch import BatchBar, chunk_alignment, chunk_ranges
     from .modelfile import resolve_model
     from .normalize import Normalization
     from .outputs import file_digest
@@ -165,7 +165,7 @@ def run_on_dask(
             owner[norm.key] = job
             futures += [norm, *chunks, final]
             started[job.tomogram] = time.perf_counter()
-        bar = _bar(jobs, progress)
+        bar = BatchBar(jobs, "segmenting on Dask") if progress and jobs else None
         for future in as_completed(futures):
             job = owner[future.key]
             if job.tomogram in failed:
@@ -185,7 +185,7 @@ def run_on_dask(
                 continue
             if "outputs" not in result:  # a chunk
                 if bar:
-                    bar.update(int(result["voxels"]))
+                    bar.advance(voxels=result["voxels"])
                 continue
             for message in result["messages"]:
                 log(message)
@@ -198,7 +198,7 @@ def run_on_dask(
                     chunks=len(job.chunks),
                 )
             if bar:
-                bar.set_postfix_str(f"tomograms {len(done)}/{len(jobs)}")
+                bar.tomogram_done()
             log(f"{job.tomogram} -> {result['outputs']['labels']}")
         if bar:
             bar.close()
@@ -207,20 +207,3 @@ def run_on_dask(
             client.close()
             cluster.close()
     return done, failed
-
-
-def _bar(jobs, progress):
-    if not progress or not jobs:
-        return None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=sum(int(j.voxels) for j in jobs),
-        unit="vox",
-        unit_scale=True,
-        desc="segmenting on Dask",
-        leave=False,
-        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} voxels [{elapsed}<{remaining}] {postfix}",
-    )
-    bar.set_postfix_str(f"tomograms 0/{len(jobs)}")
-    return bar

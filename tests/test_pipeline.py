@@ -267,20 +267,20 @@ def test_the_batch_progress_bar_ends_at_exactly_the_voxels_of_the_batch(
 
     from tqdm import TqdmWarning
 
-    import annotomo.api
+    import annotomo.batch
 
     vols = []
     for k, shape in enumerate([(12, 48, 40), (9, 40, 56)]):
         vols.append(tmp_path / f"t{k}.mrc")
         write_volume(vols[-1], small_pair[1].tomogram[: shape[0], : shape[1], : shape[2]], (pixel_size,) * 3)
     seen = []
-    original_close = annotomo.api._BatchBar.close
+    original_close = annotomo.batch.BatchBar.close
 
     def close(self):
         seen.append((self.bar.n, self.bar.total))
         original_close(self)
 
-    monkeypatch.setattr(annotomo.api._BatchBar, "close", close)
+    monkeypatch.setattr(annotomo.batch.BatchBar, "close", close)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         segment(model_file, vols, tmp_path / "out", progress=True, log=lambda *a: None)
