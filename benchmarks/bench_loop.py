@@ -52,6 +52,40 @@ def painted(truth, slices):
     return L.training_labels(data, dict(kind="annotation", class_names=list(SYNTH_CLASSES), mode="slices"))
 
 
+def train_and_score(step, training, labels, test, out, config, init=None, **record):
+    """Train on `training` as the panel does, segment the whole `test` tomogram, score it against its
+    truth: (model path, prediction, row). `test` is (tomogram, truth).
+    """
+    tomogram, truth = test
+    t = time.perf_counter()
+    trained = train(
+        [volume(training, out.stem)],
+        [labels],
+        SYNTH_CLASSES,
+        out,
+        config,
+        init=init,
+        progress=False,
+        log=lambda *a: None,
+        overwrite=True,
+    )
+    train_s = time.perf_counter() - t
+    t = time.perf_counter()
+    prediction, _ = segment_array(trained.model_path, tomogram, VOXEL, progress=False)
+    mean_dice, per_class = dice(truth, prediction)
+    row = dict(
+        step=step,
+        **record,
+        iterations=trained.iterations,
+        train_seconds=round(train_s, 1),
+        segment_seconds=round(time.perf_counter() - t, 1),
+        mean_dice=mean_dice,
+        dice=per_class,
+    )
+    print(json.dumps(row), flush=True)
+    return trained.model_path, prediction, row
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=2.0, help="first training (default 2)")
@@ -62,35 +96,19 @@ def main():
     cell = simulate(seed=CELL)
     truth, tomogram = cell.labels, cell.tomogram
     slices = np.linspace(4, len(truth) - 5, 5).round().astype(int).tolist()
-    quiet = dict(progress=False, log=lambda *a: None, overwrite=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         labels = painted(truth, slices)
-        t = time.perf_counter()
-        first = train(
-            [volume(tomogram, "cell")],
-            [labels],
-            SYNTH_CLASSES,
+        first, prediction, row = train_and_score(
+            f"paint {len(slices)} slices, train {args.minutes:g} min from scratch, segment",
+            tomogram,
+            labels,
+            (tomogram, truth),
             work / "first.annotomo",
             TrainConfig(minutes=args.minutes, pixel_size=28.0),
-            **quiet,
+            annotated_slices=slices,
         )
-        train_s = time.perf_counter() - t
-        t = time.perf_counter()
-        prediction, _ = segment_array(first.model_path, tomogram, VOXEL, progress=False)
-        seg_s = time.perf_counter() - t
-        steps.append(
-            dict(
-                step=f"paint {len(slices)} slices, train {args.minutes:g} min from scratch, segment",
-                annotated_slices=slices,
-                iterations=first.iterations,
-                train_seconds=round(train_s, 1),
-                segment_seconds=round(seg_s, 1),
-                mean_dice=dice(truth, prediction)[0],
-                dice=dice(truth, prediction)[1],
-            )
-        )
-        print(json.dumps(steps[-1]), flush=True)
+        steps.append(row)
 
         errors = (prediction != truth).reshape(len(truth), -1).sum(1)
         errors[slices] = -1
@@ -99,75 +117,40 @@ def main():
         layer[corrected] = truth[corrected]  # the user's corrections in the prediction layer
         meta = dict(kind="prediction", class_names=list(SYNTH_CLASSES), original=prediction)
         combined = L.combine([labels, L.training_labels(layer, meta)])
-        t = time.perf_counter()
-        second = train(
-            [volume(tomogram, "cell")],
-            [combined],
-            SYNTH_CLASSES,
-            work / "second.annotomo",
-            TrainConfig(minutes=args.retrain_minutes),
-            init=first.model_path,
-            **quiet,
-        )
-        train_s = time.perf_counter() - t
-        t = time.perf_counter()
-        again, _ = segment_array(second.model_path, tomogram, VOXEL, progress=False)
-        seg_s = time.perf_counter() - t
         steps.append(
-            dict(
-                step=f"correct 2 slices, retrain {args.retrain_minutes:g} min from the model, segment",
+            train_and_score(
+                f"correct 2 slices, retrain {args.retrain_minutes:g} min from the model, segment",
+                tomogram,
+                combined,
+                (tomogram, truth),
+                work / "second.annotomo",
+                TrainConfig(minutes=args.retrain_minutes),
+                init=first,
                 corrected_slices=corrected,
-                iterations=second.iterations,
-                train_seconds=round(train_s, 1),
-                segment_seconds=round(seg_s, 1),
-                mean_dice=dice(truth, again)[0],
-                dice=dice(truth, again)[1],
-            )
+            )[2]
         )
-        print(json.dumps(steps[-1]), flush=True)
 
         other = simulate(seed=OTHER)
-        t = time.perf_counter()
-        start = train(
-            [volume(other.tomogram, "other")],
-            [other.labels],
-            SYNTH_CLASSES,
+        start, _, row = train_and_score(
+            f"a model trained {args.minutes:g} min on another tomogram, as it is",
+            other.tomogram,
+            other.labels,
+            (tomogram, truth),
             work / "other.annotomo",
             TrainConfig(minutes=args.minutes),
-            **quiet,
         )
-        as_is, _ = segment_array(start.model_path, tomogram, VOXEL, progress=False)
+        steps.append(row)
         steps.append(
-            dict(
-                step=f"a model trained {args.minutes:g} min on another tomogram, as it is",
-                iterations=start.iterations,
-                train_seconds=round(time.perf_counter() - t, 1),
-                mean_dice=dice(truth, as_is)[0],
-                dice=dice(truth, as_is)[1],
-            )
+            train_and_score(
+                f"... fine-tuned {args.retrain_minutes:g} min on this tomogram's {len(slices)} painted slices",
+                tomogram,
+                labels,
+                (tomogram, truth),
+                work / "tuned.annotomo",
+                TrainConfig(minutes=args.retrain_minutes),
+                init=start,
+            )[2]
         )
-        print(json.dumps(steps[-1]), flush=True)
-        t = time.perf_counter()
-        tuned = train(
-            [volume(tomogram, "cell")],
-            [labels],
-            SYNTH_CLASSES,
-            work / "tuned.annotomo",
-            TrainConfig(minutes=args.retrain_minutes),
-            init=start.model_path,
-            **quiet,
-        )
-        tuned_labels, _ = segment_array(tuned.model_path, tomogram, VOXEL, progress=False)
-        steps.append(
-            dict(
-                step=f"... fine-tuned {args.retrain_minutes:g} min on this tomogram's {len(slices)} painted slices",
-                iterations=tuned.iterations,
-                train_seconds=round(time.perf_counter() - t, 1),
-                mean_dice=dice(truth, tuned_labels)[0],
-                dice=dice(truth, tuned_labels)[1],
-            )
-        )
-        print(json.dumps(steps[-1]), flush=True)
     result = dict(
         machine=dict(cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__),
         date=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
