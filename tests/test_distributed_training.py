@@ -145,23 +145,17 @@ def test_train_processes_through_the_cli(tmp_path, small_files):
 def test_single_process_training_is_unchanged_by_the_distributed_code(tmp_path, small_pair):
     """No process group: the same weights as ever for the same seed (one process, as the reference run)."""
     sim = small_pair[0]
-    a = train(
-        [sim.tomogram],
-        [sim.labels],
-        list(sim.class_names),
-        tmp_path / "a.annotomo",
-        _small(iterations=20),
-        progress=False,
-        log=lambda *x: None,
-    )
-    b = train(
-        [sim.tomogram],
-        [sim.labels],
-        list(sim.class_names),
-        tmp_path / "b.annotomo",
-        _small(iterations=20),
-        progress=False,
-        log=lambda *x: None,
+    a, b = (
+        train(
+            [sim.tomogram],
+            [sim.labels],
+            list(sim.class_names),
+            tmp_path / f"{name}.annotomo",
+            _small(iterations=20),
+            progress=False,
+            log=lambda *x: None,
+        )
+        for name in "ab"
     )
     wa, wb = load_model(a.model_path)[0].state_dict(), load_model(b.model_path)[0].state_dict()
     assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
