@@ -56,6 +56,7 @@ def segment(
     output_format="mrc",
     min_size=None,
     invert_contrast=False,
+    match_spectrum=True,
     workers=None,
     dask=None,
     chunk_slices=None,
@@ -77,6 +78,8 @@ def segment(
         min_size: voxels; an int for every feature or {name: voxels}: smaller connected components of the
             labels become background.
         invert_contrast: the tomograms' dense matter is bright, unlike the model's training data.
+        match_spectrum: filter each tomogram's slices so that its power spectrum matches the model's
+            training data (noise, resolution, defocus; see `annotomo.spectrum`); False: as it is.
         workers: run on a local Dask cluster of this many worker processes (`annotomo[dask]`).
         dask: the address of an existing Dask scheduler (e.g. "tcp://scheduler:8786"), or a Client.
         chunk_slices: on Dask, split tomograms along z into chunks of about this many slices (default:
@@ -119,6 +122,7 @@ def segment(
         min_size=min_size,
         pixel_size=pixel_size,
         invert_contrast=bool(invert_contrast),
+        match_spectrum=bool(match_spectrum),
         precision=predictor.precision,
         z_smooth=predictor.z_radius,
         tta=predictor.tta,
@@ -154,6 +158,7 @@ def segment(
                     pixel_size,
                     min_voxels,
                     chunk_slices if distributed else None,
+                    match_spectrum,
                 )
             )
         except AnnotomoError as exc:
@@ -278,6 +283,7 @@ def segment_array(
     voxel_size=None,
     probabilities=False,
     invert_contrast=False,
+    match_spectrum=True,
     progress=False,
     name="array",
     **predictor_options,
@@ -291,6 +297,8 @@ def segment_array(
             volume is resampled for inference and the result brought back (as `segment` does).
         probabilities: also return the feature probabilities.
         invert_contrast: the volume's dense matter is bright, unlike the model's training data.
+        match_spectrum: filter the volume's slices so that its power spectrum matches the model's
+            training data (see `annotomo.spectrum`); False: as it is.
         progress: a progress bar (True), none (False), or a callable taking the slices just done.
         name: how messages name the volume.
         **predictor_options: for a model file or name, as for Predictor (device, precision, tile, ...).
@@ -303,14 +311,16 @@ def segment_array(
     """
     predictor = model if isinstance(model, Predictor) else Predictor.from_file(model, **predictor_options)
     info = predictor.info
-    norm = info.normalization_for(volume, name, invert_contrast)
-    warn_if_inverted(norm, name, invert_contrast)
     pixel_size = None if voxel_size is None else voxel_size[2]
+    resampled = needs_resampling(info.pixel_size, pixel_size)
+    seen = ResampledVolume(volume, voxel_size, info.pixel_size) if resampled else None
+    norm = info.normalization_for(volume, name, invert_contrast, match_spectrum, seen)
+    warn_if_inverted(norm, name, invert_contrast)
     labels = np.empty(volume.shape, np.uint8)
     probs = np.empty((info.n_outputs - 1,) + tuple(volume.shape), np.float32) if probabilities else None
     try:
-        if needs_resampling(info.pixel_size, pixel_size):
-            source = ResampledVolume(volume, voxel_size, info.pixel_size)
+        if resampled:
+            source = seen
             back = BackResampler(source.shape, volume.shape, labels, None if probs is None else list(probs))
             model_labels, model_probs = back.sinks(info.n_outputs - 1)
             ratio = volume.shape[0] / source.shape[0]

@@ -41,6 +41,7 @@ class SegmentJob:
     model_pixel_size: float | None = None
     min_voxels: dict = field(default_factory=dict)
     chunks: list = field(default_factory=list)  # [(z0, z1)]
+    match_spectrum: bool = False  # filter slices to the model's training spectrum (annotomo.spectrum)
 
     @property
     def resampled(self) -> bool:
@@ -80,6 +81,7 @@ def plan_job(
     pixel_size=None,
     min_voxels=None,
     chunk_slices=None,
+    match_spectrum=True,
 ) -> SegmentJob:
     """A job for `tomogram` (its header is read to check it and learn its geometry).
 
@@ -114,6 +116,7 @@ def plan_job(
         pixel_size,
         info.pixel_size,
         dict(min_voxels or {}),
+        match_spectrum=bool(match_spectrum),
     )
     job.chunks = chunk_ranges(shape[0], chunk_slices, chunk_alignment(job))
     return job
@@ -138,9 +141,14 @@ def chunk_ranges(nz: int, chunk_slices: int | None, align: int = 1) -> list[tupl
 
 
 def normalization_of(job: SegmentJob, info, warn=True):
-    """The tomogram's normalisation for this model (a strided sample of it), with the contrast warning."""
+    """The tomogram's normalisation for this model (a strided sample of it), with the contrast warning.
+
+    With spectrum matching, the spectrum is measured on what the network reads: the tomogram at the
+    model's pixel size.
+    """
     with job.open() as vol:
-        norm = info.normalization_for(vol.data, vol.path, job.invert_contrast)
+        seen = ResampledVolume(vol.data, vol.voxel_size, info.pixel_size) if job.resampled else None
+        norm = info.normalization_for(vol.data, vol.path, job.invert_contrast, job.match_spectrum, seen)
     if warn:
         from .api import warn_if_inverted
 

@@ -427,6 +427,14 @@ def _add_segment(sub):
         action="store_true",
         help="the tomograms' dense matter is bright, unlike the model's training data (nothing is rewritten)",
     )
+    p.add_argument(
+        "--match-spectrum",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="filter each tomogram so that its power spectrum (noise, resolution) matches the model's "
+        "training data, which makes data unlike it (other SNR, SIRT-like, denoised) look like it "
+        "(default: on, for models that carry their training spectrum)",
+    )
     cluster = p.add_argument_group('many tomograms, or large ones (Dask; pip install "annotomo[dask]")')
     cluster.add_argument(
         "--workers",
@@ -495,6 +503,7 @@ def cmd_segment(args):
         output_format=args.output_format,
         min_size=args.min_size,
         invert_contrast=args.invert_contrast,
+        match_spectrum=args.match_spectrum,
         workers=args.workers,
         dask=args.dask,
         chunk_slices=args.chunk_slices,

@@ -38,18 +38,40 @@ class ModelInfo:
     invert_contrast: bool = False
     preprocessing: str = "robust"  # "robust" (percentile normalisation) or "tomoseg" (EMAN2's band-pass)
     provenance: dict = field(default_factory=dict)
+    # Each training tomogram's radial in-plane power spectrum after normalisation (`spectrum.BINS` values
+    # from 0 to Nyquist), whose range segmenting can bring new tomograms into; None in older files.
+    training_spectra: list | None = None
     format_version: int = FORMAT_VERSION
 
-    def normalization_for(self, volume, path="tomogram", invert_contrast=False):
+    def normalization_for(self, volume, path="tomogram", invert_contrast=False, match_spectrum=False, seen=None):
         """The intensity normalisation this model expects, measured on `volume`.
 
         invert_contrast: `volume`'s contrast is the opposite of the model's training data (e.g. dense
         matter bright for a model trained on raw, dense-dark tomograms).
+        match_spectrum: also filter `volume`'s slices so that their power spectrum matches the training
+            data's range (see `annotomo.spectrum`); ignored for models without training spectra.
+        seen: what the network will read, when not `volume` itself (`volume` resampled to the model's
+            pixel size): the spectrum is measured there.
         """
+        from dataclasses import replace
+
         from .normalize import robust_normalization
+        from .spectrum import matching_gain, volume_power
 
         invert = self.invert_contrast != bool(invert_contrast)
-        return robust_normalization(volume, path, invert, self.preprocessing == "tomoseg")
+        norm = robust_normalization(volume, path, invert, self.preprocessing == "tomoseg")
+        if match_spectrum and self.can_match_spectrum:
+            measured = volume_power(volume if seen is None else seen, norm)
+            norm = replace(norm, spectrum_gain=matching_gain(measured, self.training_spectra))
+        return norm
+
+    @property
+    def can_match_spectrum(self) -> bool:
+        """True when the file carries its training data's spectra (annotomo-normalised models only)."""
+        from .spectrum import BINS
+
+        spectra = self.training_spectra
+        return self.preprocessing == "robust" and bool(spectra) and all(len(s) == BINS for s in spectra)
 
     @property
     def n_outputs(self) -> int:

@@ -31,14 +31,19 @@ class Normalization:
     # Skewness of the normalised sample, as the model sees it (after any inversion): negative when dense
     # matter is dark, as annotomo expects; strongly positive suggests the contrast is the other way round.
     skewness: float | None = field(default=None, compare=False)
+    # Per-frequency amplitude gain that matches the tomogram's in-plane spectrum to the model's training
+    # data's range (`spectrum.matching_gain`), applied slice by slice after scaling; None: no matching.
+    spectrum_gain: tuple | None = None
 
     @property
     def looks_inverted(self) -> bool:
         """True when the intensities are skewed towards bright values, as where dense matter is bright."""
         return self.skewness is not None and self.skewness > INVERTED_SKEWNESS
 
-    def apply(self, block: np.ndarray, overwrite: bool = False) -> np.ndarray:
-        """The normalised float32 block; overwrite=True may reuse a float32 `block`'s memory (no copy)."""
+    def apply(self, block: np.ndarray, overwrite: bool = False, match_spectrum: bool = True) -> np.ndarray:
+        """The normalised float32 (z, y, x) block; overwrite=True may reuse a float32 `block`'s memory (no
+        copy); match_spectrum=False leaves out the spectrum matching (to measure the spectrum it matches).
+        """
         if self.tomoseg_filter:
             return tomoseg_preprocess(block, self.invert)
         if overwrite and isinstance(block, np.ndarray) and block.dtype == np.float32 and block.flags.writeable:
@@ -48,6 +53,10 @@ class Normalization:
             out = (np.asarray(block, dtype=np.float32) - np.float32(self.center)) * np.float32(1.0 / self.scale)
         if self.invert:
             np.negative(out, out=out)
+        if match_spectrum and self.spectrum_gain is not None:
+            from .spectrum import filter_slices
+
+            out = filter_slices(out, self.spectrum_gain)
         return np.clip(out, -CLIP, CLIP, out=out)
 
     def to_dict(self):

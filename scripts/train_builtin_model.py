@@ -24,6 +24,8 @@ import numpy as np
 
 from annotomo import TrainConfig, simulate, train
 from annotomo.modelfile import BUILTIN_FOLDER, load_model, save_model
+from annotomo.spectrum import volume_power
+from annotomo.training.data import load_annotated
 from annotomo.volumes import write_volume
 
 MODEL_PIXEL_SIZE = 28.0
@@ -51,6 +53,24 @@ def make_cell(work: Path, seed: int) -> dict:
     )
 
 
+def add_spectrum(name: str, cells: list[dict]):
+    """Store in the shipped model the spectra `train` would have stored: one per training cell, loaded
+    (normalised and resampled to 28 A) as training loads them.
+    """
+    target = BUILTIN_FOLDER / f"{name}.annotomo"
+    model, info = load_model(target)
+    spectra = []
+    for c in cells:
+        data = load_annotated(c["tomogram"], c["labels"], len(info.class_names), target_pixel_size=MODEL_PIXEL_SIZE)
+        spectra.append(volume_power(data.image))
+    info.training_spectra = [[float(v) for v in s] for s in spectra]
+    info.provenance["training_spectra"] = (
+        f"added by scripts/train_builtin_model.py --add-spectrum from the {len(cells)} training cells"
+    )
+    save_model(target, model, info)
+    print(f"stored the training spectra of {len(cells)} cells in {target}")
+
+
 def main():
     """Simulate the cells, train, and write the model into the package."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,12 +80,21 @@ def main():
     ap.add_argument("--work", default="benchmarks/output/builtin", help="where the simulated cells go")
     ap.add_argument("--workers", type=int, default=2, help="processes simulating cells")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--add-spectrum",
+        action="store_true",
+        help="only store the training cells' power spectra in the shipped model (for files trained before "
+        "annotomo kept it; the weights are not touched)",
+    )
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with ProcessPoolExecutor(args.workers) as pool:
         cells = list(pool.map(make_cell, [work] * len(TRAIN_SEEDS), TRAIN_SEEDS))
+        if args.add_spectrum:
+            add_spectrum(args.name, cells)
+            return
         validation = list(pool.map(make_cell, [work] * len(VALIDATION_SEEDS), VALIDATION_SEEDS))
     print(f"simulated {len(cells)} training and {len(validation)} validation cells in {time.time() - t0:.0f} s")
     out = work / f"{args.name}.annotomo"

@@ -25,6 +25,7 @@ from ..device import choose_device, choose_precision, mixed_precision
 from ..errors import AnnotomoError
 from ..modelfile import ModelInfo, builtin_models_for
 from ..models import build_model
+from ..spectrum import volume_power
 from . import distributed
 from .augment import make_training_batch
 from .batches import BatchMaker
@@ -155,6 +156,7 @@ def train(
             invert_contrast=config.invert_contrast,
             preprocessing=parent.preprocessing,
         )
+    info.training_spectra = _training_spectra(data) if info.preprocessing == "robust" else None
     model = model.to(device, memory_format=torch.channels_last)  # faster convolutions on CPUs
     loss_fn = _loss_function(config)
     weights = class_weights(data, n_outputs, config.class_weight_power, config.max_class_weight).to(device)
@@ -269,6 +271,11 @@ def train(
     if main:
         _wrap_up(out, state, config, bool(val_data), signalled, interrupted, log)
     return TrainResult(out, state["history"] if main else [], state["best"], state["iteration"], seconds, interrupted)
+
+
+def _training_spectra(data) -> list[list[float]]:
+    """Each training tomogram's power spectrum: the range segmenting brings new tomograms' spectra into."""
+    return [[float(v) for v in volume_power(d.image)] for d in data]
 
 
 def _new_model(config, class_names, pixel_sizes):

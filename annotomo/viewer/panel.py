@@ -164,6 +164,11 @@ class AnnotomoPanel(QWidget):
         self.model_button.clicked.connect(self._model_dialog)
         self.probabilities_box = QCheckBox("probability layers")
         self.invert_box = QCheckBox("dense matter bright")
+        self.match_box = QCheckBox("match spectrum")
+        self.match_box.setChecked(True)
+        self.match_box.setToolTip(
+            "filter the tomogram so that its noise and resolution look like the model's training data"
+        )
         self.segment_button = QPushButton("Segment")
         self.segment_button.clicked.connect(self.start_segmenting)
         self.retrain_minutes = QDoubleSpinBox()
@@ -177,7 +182,7 @@ class AnnotomoPanel(QWidget):
         )
         self.retrain_button.clicked.connect(self.start_retraining)
         form.addRow(self.model_label, self.model_button)
-        form.addRow(self._row(self.probabilities_box, self.invert_box))
+        form.addRow(self._row(self.probabilities_box, self.invert_box, self.match_box))
         form.addRow(self.segment_button)
         form.addRow(self.retrain_minutes, self.retrain_button)
         outer.addWidget(seg)
@@ -499,6 +504,7 @@ class AnnotomoPanel(QWidget):
 
         volume, voxel_size = image.data, _voxel_size(image)
         probabilities, invert = self.probabilities_box.isChecked(), self.invert_box.isChecked()
+        match = self.match_box.isChecked()
         stop, relay, total = self._stop, self._relay, image.data.shape[0]
         started = time.perf_counter()
         done_slices = [0]
@@ -512,7 +518,14 @@ class AnnotomoPanel(QWidget):
 
         def job():
             return segment_array(
-                model, np.asarray(volume), voxel_size, probabilities, invert, progress=progress, name=image.name
+                model,
+                np.asarray(volume),
+                voxel_size,
+                probabilities,
+                invert,
+                match_spectrum=match,
+                progress=progress,
+                name=image.name,
             )
 
         def done(result):
