@@ -25,6 +25,7 @@ BINS = 48  # radial frequency bins from 0 to the Nyquist frequency (0.5 cycles p
 MAX_GAIN = 4.0  # a filter never amplifies a frequency more than this (nor attenuates below 1 / 64)
 MIN_GAIN = 1.0 / 64
 CONTENT_FREQUENCY = 1 / 64  # cycles per pixel: below it (features over 64 pixels) spectra show the cell
+CONTENT_BINS = int(CONTENT_FREQUENCY * 2 * BINS)  # the bins wholly below CONTENT_FREQUENCY
 SAMPLE_SLICES = 24
 PAD = 32  # pixels mirrored at each edge before filtering, so the slice's borders do not ring
 
@@ -99,9 +100,8 @@ def matching_gain(source_power, training_powers) -> tuple[float, ...]:
     target = np.clip(source, training.min(axis=0), training.max(axis=0))
     gain = np.sqrt(np.maximum(target, 0.0) / source)
     # The lowest frequencies hold the cell's large-scale content (two cells of one condition differ by
-    # 2x there), not the imaging: they get the gain of the first bin above CONTENT_FREQUENCY.
-    content = int(np.searchsorted((np.arange(BINS) + 1) / (2 * BINS), CONTENT_FREQUENCY, side="right"))
-    gain[:content] = gain[content]
+    # 2x there), not the imaging: bins wholly below CONTENT_FREQUENCY get the gain of the next one.
+    gain[:CONTENT_BINS] = gain[CONTENT_BINS]
     return tuple(float(g) for g in np.clip(gain, MIN_GAIN, MAX_GAIN))
 
 

@@ -193,6 +193,24 @@ def test_segmenting_from_the_panel_adds_named_labels_and_probabilities_at_the_im
     assert 0 <= probability.data.min() and probability.data.max() <= 1
 
 
+def test_the_match_spectrum_box_reaches_segmenting(panel, qtbot, model_file, monkeypatch):
+    import annotomo.api
+
+    seen, real = [], annotomo.api.segment_array
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["match_spectrum"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(annotomo.api, "segment_array", spy)
+    panel._set_model(str(model_file))
+    assert panel.match_box.isChecked()  # on by default, as on the command line
+    wait_for(qtbot, panel, panel.start_segmenting())
+    panel.match_box.setChecked(False)
+    wait_for(qtbot, panel, panel.start_segmenting())
+    assert seen == [True, False] and not panel.messages["error"], panel.messages
+
+
 @pytest.mark.slow
 def test_correct_and_retrain_uses_only_the_corrected_slices_and_starts_from_the_model(
     panel, qtbot, tmp_path, model_file, cell_files
