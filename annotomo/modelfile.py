@@ -61,8 +61,9 @@ class ModelInfo:
         invert = self.invert_contrast != bool(invert_contrast)
         norm = robust_normalization(volume, path, invert, self.preprocessing == "tomoseg")
         if match_spectrum and self.can_match_spectrum:
-            measured = volume_power(volume if seen is None else seen, norm)
-            norm = replace(norm, spectrum_gain=matching_gain(measured, self.training_spectra))
+            gain = matching_gain(volume_power(volume if seen is None else seen, norm), self.training_spectra)
+            if any(g != 1.0 for g in gain):  # else the tomogram is like the training data: nothing to filter
+                norm = replace(norm, spectrum_gain=gain)
         return norm
 
     @property

@@ -45,10 +45,18 @@ LEVERS = {
     "+ channels-last": dict(precision="fp32", fuse=False, channels_last=True),
     "+ conv/BN fusion": dict(precision="fp32", fuse=True, channels_last=True),
     "+ bf16 autocast": dict(precision="bf16", fuse=True, channels_last=True),
+    "default, spectrum not matched": dict(precision="auto", match_spectrum=False),
     "default without z smoothing": dict(precision="auto", z_smooth=0),
     "default, tiles 512 (overlap 256)": dict(precision="auto", tile=512, overlap=256),
     "default, 1 thread": dict(precision="auto", threads=1),
 }
+
+QUICK_LEVERS = (
+    "reference fp32 (NCHW, unfused)",
+    "+ conv/BN fusion",
+    "+ bf16 autocast",
+    "default, spectrum not matched",
+)
 
 
 def default_lever() -> str:
@@ -102,11 +110,7 @@ def main():
     peak32 = matmul_peak(torch.float32)
     peak16 = matmul_peak(torch.bfloat16)
     default = default_lever()
-    levers = {
-        k: v
-        for k, v in LEVERS.items()
-        if not args.quick or k in ("reference fp32 (NCHW, unfused)", "+ conv/BN fusion", "+ bf16 autocast")
-    }
+    levers = {k: v for k, v in LEVERS.items() if not args.quick or k in QUICK_LEVERS}
     if not cpu_has_fast_bf16():  # without AMX / AVX512-BF16, bf16 convolutions run ~5-15x slower than fp32
         levers = {k: v for k, v in levers.items() if v.get("precision") != "bf16"}
         print("bf16 lever skipped: this CPU has no AMX or AVX512-BF16 (bench_vs_tomoseg.py times bf16 anyway)")

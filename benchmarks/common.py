@@ -190,6 +190,7 @@ def run_child(args):
     """Child process: segment one tomogram with one lever; print JSON timings."""
     opts = json.loads(args.options)
     threads = opts.pop("threads", None)
+    match_spectrum = opts.pop("match_spectrum", True)
     if threads:
         torch.set_num_threads(threads)
     from annotomo.api import segment
@@ -197,7 +198,15 @@ def run_child(args):
 
     predictor = Predictor.from_file(args.model, **opts)
     t = time.perf_counter()
-    segment(predictor, [args.tomogram], args.outdir, overwrite=True, progress=False, log=lambda *a: None)
+    segment(
+        predictor,
+        [args.tomogram],
+        args.outdir,
+        overwrite=True,
+        progress=False,
+        log=lambda *a: None,
+        match_spectrum=match_spectrum,
+    )
     seconds = time.perf_counter() - t
     print(json.dumps(dict(seconds=seconds, peak_rss_mb=peak_rss_mb())))
 
