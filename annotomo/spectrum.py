@@ -75,11 +75,14 @@ def volume_power(volume, normalization=None, slices: int = SAMPLE_SLICES) -> np.
     normalization: applied to each slice first (without spectrum matching), so the spectrum is that of
     what the network sees; None for an already normalised volume.
     """
+    from .volumes import release_pages
+
     nz = volume.shape[0]
     picks = np.unique(np.linspace(0, nz - 1, min(slices, nz)).round().astype(int))
     total = np.zeros(BINS)
     for z in picks:
-        image = np.asarray(volume[z : z + 1], dtype=np.float32)
+        image = np.array(volume[z : z + 1], dtype=np.float32)  # a copy: a view would keep the pages resident
+        release_pages(volume, int(z), int(z) + 1)
         if normalization is not None:
             image = normalization.apply(image, match_spectrum=False)
         total += slice_power(image[0])
