@@ -720,7 +720,11 @@ def cmd_info(args):
     for f in args.files:
         if _is_model_file(f):
             info = read_model_info(f)
-            print(json.dumps({"file": str(f), **info.__dict__}, indent=1, default=str))
+            shown = {"file": str(f), **info.__dict__}
+            if info.training_spectra:  # numbers for the code, not for reading: say what they are
+                n = len(info.training_spectra)
+                shown["training_spectra"] = f"{n} training tomogram{'s' * (n != 1)} (see annotomo.spectrum)"
+            print(json.dumps(shown, indent=1, default=str))
             continue
         with open_volume(f) as vol:
             sample = sample_voxels(vol.data)

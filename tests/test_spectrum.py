@@ -103,6 +103,8 @@ def quick_model(tmp_path_factory, small_files, small_pair):
 
 
 def test_training_stores_each_tomograms_spectrum_and_leaves_its_own_data_as_it_is(quick_model, small_pair):
+    code, out, _ = run_cli("info", quick_model)
+    assert code == 0 and json.loads(out)["training_spectra"] == "1 training tomogram (see annotomo.spectrum)"
     info = read_model_info(quick_model)
     assert info.can_match_spectrum
     assert len(info.training_spectra) == 1 and len(info.training_spectra[0]) == BINS
