@@ -311,16 +311,14 @@ def segment_array(
     """
     predictor = model if isinstance(model, Predictor) else Predictor.from_file(model, **predictor_options)
     info = predictor.info
-    pixel_size = None if voxel_size is None else voxel_size[2]
-    resampled = needs_resampling(info.pixel_size, pixel_size)
-    seen = ResampledVolume(volume, voxel_size, info.pixel_size) if resampled else None
-    norm = info.normalization_for(volume, name, invert_contrast, match_spectrum, seen)
+    norm = info.normalization_for(volume, name, invert_contrast, match_spectrum, voxel_size)
     warn_if_inverted(norm, name, invert_contrast)
+    pixel_size = None if voxel_size is None else voxel_size[2]
     labels = np.empty(volume.shape, np.uint8)
     probs = np.empty((info.n_outputs - 1,) + tuple(volume.shape), np.float32) if probabilities else None
     try:
-        if resampled:
-            source = seen
+        if needs_resampling(info.pixel_size, pixel_size):
+            source = ResampledVolume(volume, voxel_size, info.pixel_size)
             back = BackResampler(source.shape, volume.shape, labels, None if probs is None else list(probs))
             model_labels, model_probs = back.sinks(info.n_outputs - 1)
             ratio = volume.shape[0] / source.shape[0]

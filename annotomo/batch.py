@@ -41,7 +41,7 @@ class SegmentJob:
     model_pixel_size: float | None = None
     min_voxels: dict = field(default_factory=dict)
     chunks: list = field(default_factory=list)  # [(z0, z1)]
-    match_spectrum: bool = False  # filter slices to the model's training spectrum (annotomo.spectrum)
+    match_spectrum: bool = True  # filter slices into the model's training spectra (annotomo.spectrum)
 
     @property
     def resampled(self) -> bool:
@@ -147,8 +147,7 @@ def normalization_of(job: SegmentJob, info, warn=True):
     model's pixel size.
     """
     with job.open() as vol:
-        seen = ResampledVolume(vol.data, vol.voxel_size, info.pixel_size) if job.resampled else None
-        norm = info.normalization_for(vol.data, vol.path, job.invert_contrast, job.match_spectrum, seen)
+        norm = info.normalization_for(vol.data, vol.path, job.invert_contrast, job.match_spectrum, vol.voxel_size)
     if warn:
         from .api import warn_if_inverted
 

@@ -43,25 +43,28 @@ class ModelInfo:
     training_spectra: list | None = None
     format_version: int = FORMAT_VERSION
 
-    def normalization_for(self, volume, path="tomogram", invert_contrast=False, match_spectrum=False, seen=None):
+    def normalization_for(self, volume, path="tomogram", invert_contrast=False, match_spectrum=False, voxel_size=None):
         """The intensity normalisation this model expects, measured on `volume`.
 
         invert_contrast: `volume`'s contrast is the opposite of the model's training data (e.g. dense
         matter bright for a model trained on raw, dense-dark tomograms).
         match_spectrum: also filter `volume`'s slices so that their power spectrum matches the training
             data's range (see `annotomo.spectrum`); ignored for models without training spectra.
-        seen: what the network will read, when not `volume` itself (`volume` resampled to the model's
-            pixel size): the spectrum is measured there.
+        voxel_size: `volume`'s (z, y, x) Angstrom: when it differs from the model's pixel size, the
+            spectrum is measured on what the network reads, `volume` resampled to the model's pixel size.
         """
         from dataclasses import replace
 
         from .normalize import robust_normalization
+        from .resample import ResampledVolume, needs_resampling
         from .spectrum import matching_gain, volume_power
 
         invert = self.invert_contrast != bool(invert_contrast)
         norm = robust_normalization(volume, path, invert, self.preprocessing == "tomoseg")
         if match_spectrum and self.can_match_spectrum:
-            gain = matching_gain(volume_power(volume if seen is None else seen, norm), self.training_spectra)
+            if voxel_size is not None and needs_resampling(self.pixel_size, voxel_size[2]):
+                volume = ResampledVolume(volume, voxel_size, self.pixel_size)
+            gain = matching_gain(volume_power(volume, norm), self.training_spectra)
             if any(g != 1.0 for g in gain):  # else the tomogram is like the training data: nothing to filter
                 norm = replace(norm, spectrum_gain=gain)
         return norm
