@@ -191,7 +191,13 @@ def _add_train(sub):
         "--init",
         metavar="MODEL",
         help="start from this model file or built-in model (fine-tuning): keeps its architecture, "
-        "context slices, contrast and pixel size",
+        "context slices, contrast and pixel size (default: the built-in model that knows exactly the "
+        "--classes, when the settings and pixel size suit it)",
+    )
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train a new network even where a built-in model knows the features",
     )
     p.add_argument("--val-tomogram", action="append", default=[], help="validation tomogram (repeatable)")
     p.add_argument("--val-labels", action="append", default=[], help="its labels")
@@ -249,7 +255,7 @@ def _add_train(sub):
 
 
 def cmd_train(args):
-    from .training import TrainConfig, tomoseg_config, train
+    from .training import AUTO, TrainConfig, tomoseg_config, train
 
     if len(args.val_tomogram) != len(args.val_labels):
         raise AnnotomoError("give one --val-labels per --val-tomogram")
@@ -261,7 +267,10 @@ def cmd_train(args):
                 f"--init {args.init}: fine-tuning keeps the model's architecture, context slices and "
                 f"contrast; drop {', '.join(fixed)}"
             )
+    if args.init and args.from_scratch:
+        raise AnnotomoError(f"--init {args.init} and --from-scratch contradict each other; give one")
     classes = _training_classes(args)
+    args.init = args.init or (None if args.from_scratch else AUTO)
     config = TrainConfig(
         arch=args.arch or "unet",
         minutes=args.minutes,

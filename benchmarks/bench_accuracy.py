@@ -65,7 +65,9 @@ def run_lever(name, overrides, minutes, cells, work):
     classes = list(SYNTH_CLASSES)
     config = TrainConfig(**{"minutes": minutes, **overrides})
     path = work / f"{name}.annotomo"
-    result = train([tomogram], [labels], classes, path, config, progress=False, log=lambda *a: None, overwrite=True)
+    result = train(
+        [tomogram], [labels], classes, path, config, progress=False, log=lambda *a: None, overwrite=True, init=None
+    )
     trained = json.loads(path.with_name(path.name + ".log.json").read_text())["config"]
     row = dict(
         name=name,

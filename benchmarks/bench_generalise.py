@@ -12,7 +12,7 @@ the test conditions (no training here).
     python benchmarks/bench_generalise.py --quick              # 2 x 7 at 1 min (~6 min)
     python benchmarks/bench_generalise.py --train default --minutes 2 --recipe '{"blur_fraction": 0.3}'
     python benchmarks/bench_generalise.py --train --models cellular-v1     # the built-in model only
-    python benchmarks/bench_generalise.py --init cellular-v1 --label "fine-tuned from cellular-v1"
+    python benchmarks/bench_generalise.py --from-scratch --label "from scratch"   # new networks
 
 Training is time-bounded: run nothing else on the machine meanwhile.
 """
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from common import RESULTS, cpu_name, source_commit
 
-from annotomo import TrainConfig, segment, simulate, train
+from annotomo import TrainConfig, read_model_info, segment, simulate, train
 from annotomo.conventions import SYNTH_CLASSES
 from annotomo.metrics import confusion_matrix, scores_from_confusion
 from annotomo.volumes import read_labels, write_volume
@@ -94,10 +94,17 @@ def main():
     ap.add_argument("--test", nargs="*", default=list(CONDITIONS), help="test conditions (default: all)")
     ap.add_argument("--models", nargs="*", default=[], help="model files or built-in names scored as they are")
     ap.add_argument("--recipe", default="{}", help="TrainConfig overrides as JSON (the recipe under test)")
-    ap.add_argument("--init", default=None, help="start every training from this model file or built-in name")
+    ap.add_argument(
+        "--init",
+        default="auto",
+        help="start every training from this model file or built-in name (default: what `train` starts from)",
+    )
+    ap.add_argument("--from-scratch", action="store_true", help="train every model as a new network")
     ap.add_argument("--label", default="default recipe", help="what the recipe is called in the JSON")
     ap.add_argument("--json", default=str(RESULTS / "generalise.json"))
     args = ap.parse_args()
+    if args.from_scratch:
+        args.init = None
     train_on = args.train if args.train is not None else list(CONDITIONS)
     minutes = 1.0 if args.quick else args.minutes
     if args.quick:
@@ -156,6 +163,7 @@ def main():
                 dict(
                     model=f"trained on {name}",
                     trained_on=name,
+                    started_from=((read_model_info(path).provenance or {}).get("parent") or {}).get("model"),
                     iterations=trained.iterations,
                     train_seconds=round(time.time() - t0, 1),
                     scores=score(path, tests, work),

@@ -162,7 +162,9 @@ def main():
     for name, config in specs:
         print(f"== {name}: training {config.minutes:g} min on {device}", flush=True)
         path = work / (name.split()[0] + ".annotomo")
-        res = train([tomo], [labels], classes, path, config, progress=False, log=lambda *a: None, overwrite=True)
+        res = train(
+            [tomo], [labels], classes, path, config, progress=False, log=lambda *a: None, overwrite=True, init=None
+        )
         trained = json.loads(path.with_name(path.name + ".log.json").read_text())["config"]  # what ran
         row = dict(
             model=name,
@@ -267,6 +269,7 @@ def main():
                 classes,
                 work / f"prefetch{depth}.annotomo",
                 config,
+                init=None,
                 progress=False,
                 log=lambda *a: None,
                 overwrite=True,

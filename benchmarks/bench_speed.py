@@ -94,6 +94,7 @@ def main():
             list(s.class_names),
             model_path,
             TrainConfig(minutes=args.train_minutes),
+            init=None,
             progress=False,
             log=lambda *a: None,
             overwrite=True,

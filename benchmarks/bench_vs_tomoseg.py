@@ -124,6 +124,7 @@ def main():
             classes,
             path,
             config,
+            init=None,  # both networks from scratch
             progress=False,
             log=lambda *a: None,
             overwrite=True,

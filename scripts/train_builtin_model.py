@@ -107,6 +107,7 @@ def main():
         config,
         validation=[(c["tomogram"], c["labels"]) for c in validation],
         overwrite=True,
+        init=None,  # a new network, not fine-tuned from the model it replaces
     )
     model, info = load_model(out)
     info.provenance["training_data"] = (

@@ -189,18 +189,68 @@ def test_train_init_through_the_cli(tmp_path, small_files, model_file):
     assert_clean_error(code, err, "fine-tuning keeps", "--context-slices")
 
 
-def test_training_from_scratch_points_to_a_built_in_model_with_the_same_features(tmp_path, small_pair, model_file):
+def _train_and_tell(tmp_path, tomogram, labels, names, config=None, **kw):
+    """Train briefly with `train`'s defaults; (the model's parent or None, the messages)."""
+    said = []
+    out = tmp_path / "m.annotomo"
+    train([tomogram], [labels], names, out, config or _finetune_config(), progress=False, overwrite=True,
+          log=said.append, **kw)  # fmt: skip
+    parent = (read_model_info(out).provenance or {}).get("parent")
+    return (parent or {}).get("model"), said
+
+
+def test_training_starts_from_the_built_in_model_that_knows_the_features(tmp_path, small_pair):
     sim = small_pair[0]
     write_volume(tmp_path / "t.mrc", sim.tomogram, (28.0,) * 3)
     write_volume(tmp_path / "l.mrc", sim.labels, (28.0,) * 3)
+    names = list(sim.class_names)
+    parent, said = _train_and_tell(tmp_path, tmp_path / "t.mrc", tmp_path / "l.mrc", names)
+    assert parent == "cellular-v1"
+    assert any("starting from the built-in model cellular-v1" in m and "--from-scratch" in m for m in said)
+    info = read_model_info(tmp_path / "m.annotomo")
+    assert info.arch_params == read_model_info("cellular-v1").arch_params and info.pixel_size == 28.0
 
-    def messages(names, **kw):
-        said = []
-        train([tmp_path / "t.mrc"], [tmp_path / "l.mrc"], names, tmp_path / "m.annotomo", _finetune_config(),
-              progress=False, overwrite=True, log=said.append, **kw)  # fmt: skip
-        return [m for m in said if m.startswith("tip:")]
+    parent, said = _train_and_tell(tmp_path, tmp_path / "t.mrc", tmp_path / "l.mrc", names, init=None)
+    assert parent is None and not any("cellular-v1" in m for m in said)  # asked for a new network
+    parent, said = _train_and_tell(tmp_path, tmp_path / "t.mrc", tmp_path / "l.mrc", ["a", "b", "c", "d"])
+    assert parent is None and not any("built-in" in m for m in said)  # other features: nothing to start from
 
-    tips = messages(list(sim.class_names))
-    assert len(tips) == 1 and "--init cellular-v1" in tips[0]
-    assert messages(["a", "b", "c", "d"]) == []  # other features: nothing to start from
-    assert messages(list(sim.class_names), init=model_file) == []  # already fine-tuning
+
+@pytest.mark.parametrize(
+    "case, why",
+    [
+        ("pixel size 10", "t.mrc has 10 A pixels and it works at 28 A"),
+        ("no pixel size", "the pixel size of the array is unknown"),
+        ("3 context slices", "5 context slices and these settings differ"),
+        ("inverted contrast", "dense matter is dark"),
+    ],
+)
+def test_the_automatic_start_trains_anew_where_the_built_in_model_does_not_fit(tmp_path, small_pair, case, why):
+    sim = small_pair[0]
+    tomogram, labels, config = tmp_path / "t.mrc", tmp_path / "l.mrc", _finetune_config()
+    write_volume(tomogram, sim.tomogram, ((10.0,) if case == "pixel size 10" else (28.0,)) * 3)
+    write_volume(labels, sim.labels, ((10.0,) if case == "pixel size 10" else (28.0,)) * 3)
+    if case == "no pixel size":
+        tomogram, labels = sim.tomogram, sim.labels
+    config.context_slices = 3 if case == "3 context slices" else 5
+    config.invert_contrast = case == "inverted contrast"
+    parent, said = _train_and_tell(tmp_path, tomogram, labels, list(sim.class_names), config)
+    assert parent is None
+    assert [m for m in said if "built-in model cellular-v1 knows these features, but" in m and why in m], said
+    if case == "pixel size 10":  # a new network at the data's own pixel size, not resampled to 28 A
+        assert read_model_info(tmp_path / "m.annotomo").pixel_size == 10.0
+
+
+def test_cli_from_scratch_trains_a_new_network(tmp_path, small_files):
+    out = tmp_path / "new.annotomo"
+    args = ["train", "--tomogram", small_files["train_tomo"], "--labels", small_files["train_labels"],
+            "--out", out, "--iterations", 2, "--patch", 64, "--batch-size", 2, "--quiet"]  # fmt: skip
+    code, stdout, err = run_cli(*args, "--from-scratch")
+    assert code == 0, err
+    assert "cellular-v1" not in stdout and (read_model_info(out).provenance or {}).get("parent") is None
+    code, _, err = run_cli(*args, "--from-scratch", "--init", "cellular-v1", "--overwrite")
+    assert_clean_error(code, err, "--from-scratch", "contradict")
+    code, stdout, err = run_cli(*args, "--overwrite")
+    assert code == 0, err
+    assert "starting from the built-in model cellular-v1" in stdout
+    assert read_model_info(out).provenance["parent"]["model"] == "cellular-v1"

@@ -23,7 +23,7 @@ from helpers import save_untrained_model  # noqa: E402
 from annotomo import read_model_info  # noqa: E402
 from annotomo.conventions import NOT_ANNOTATED, SYNTH_CLASSES  # noqa: E402
 from annotomo.viewer import layers as L  # noqa: E402
-from annotomo.viewer.panel import AnnotomoPanel  # noqa: E402
+from annotomo.viewer.panel import AUTO_START, NO_MODEL, AnnotomoPanel  # noqa: E402
 from annotomo.volumes import read_class_names, read_labels, write_volume  # noqa: E402
 
 TIMEOUT_MS = 120_000
@@ -150,6 +150,21 @@ def test_training_from_the_panel_writes_a_model_and_draws_its_curve(panel, qtbot
     assert info.pixel_size == 28.0 and info.class_names == list(SYNTH_CLASSES)
     assert panel._history and panel.progress.value() > 0
     assert any("trained 20 iterations" in m for m in panel.messages["info"])
+    # by default it started from the built-in model that knows these features, as `annotomo train` does
+    assert panel.init_box.currentText() == AUTO_START and info.provenance["parent"]["model"] == "cellular-v1"
+
+
+def test_the_panel_trains_from_scratch_when_asked(panel, qtbot, tmp_path, cell_files):
+    _, _, sim = cell_files
+    layer = panel.new_annotation()
+    paint_slices(layer, sim.labels, [16])
+    panel.labels_box.setCurrentText(layer.name)
+    panel.iterations_box.setValue(2)
+    panel.init_box.setCurrentText(NO_MODEL)
+    panel.out_edit.setText(str(tmp_path / "new.annotomo"))
+    wait_for(qtbot, panel, panel.start_training())
+    assert not panel.messages["error"], panel.messages
+    assert (read_model_info(tmp_path / "new.annotomo").provenance or {}).get("parent") is None
 
 
 @pytest.mark.slow

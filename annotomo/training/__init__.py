@@ -8,13 +8,15 @@ One module per concern: `config` (TrainConfig), `data` (annotated tomograms, pat
 from .checkpoint import checkpoint_path
 from .config import TrainConfig, tomoseg_config
 from .data import AnnotatedTomogram, load_annotated
-from .loop import TrainResult, train
+from .loop import AUTO, TrainResult, choose_start, train
 
 __all__ = [
+    "AUTO",
     "AnnotatedTomogram",
     "TrainConfig",
     "TrainResult",
     "checkpoint_path",
+    "choose_start",
     "load_annotated",
     "tomoseg_config",
     "train",

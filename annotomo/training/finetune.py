@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -19,12 +18,14 @@ from ..modelfile import ModelInfo, load_model, model_label, resolve_model
 from .config import TrainConfig
 
 
-def parent_record(path, info: ModelInfo) -> dict:
-    """What a fine-tuned model's provenance says of its parent: name, file digest, classes, origin."""
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def parent_record(spec, info: ModelInfo) -> dict:
+    """What a fine-tuned model's provenance says of its parent (a file or built-in name): name (a built-in
+    model by its name, not by where this installation keeps it), file digest, classes, origin.
+    """
+    digest = hashlib.sha256(resolve_model(spec).read_bytes()).hexdigest()
     prov = info.provenance or {}
     return dict(
-        model=model_label(path),
+        model=model_label(spec),
         sha256=digest,
         class_names=list(info.class_names),
         created=prov.get("created"),
@@ -53,7 +54,7 @@ def start_from(init, class_names: list[str], config: TrainConfig, log=print):
         context_slices=info.context_slices,
         invert_contrast=info.invert_contrast,
     )
-    record = parent_record(resolve_model(init), info)
+    record = parent_record(init, info)
     if list(class_names) == list(info.class_names):
         return parent, config, info, record
     from ..models import build_model

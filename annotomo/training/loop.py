@@ -23,9 +23,11 @@ from tqdm.auto import tqdm
 from ..conventions import MAX_CLASSES
 from ..device import choose_device, choose_precision, mixed_precision
 from ..errors import AnnotomoError
-from ..modelfile import ModelInfo, builtin_models_for
+from ..modelfile import ModelInfo, builtin_models_for, read_model_info
 from ..models import build_model
+from ..resample import needs_resampling
 from ..spectrum import volume_power
+from ..volumes import Volume, open_volume
 from . import distributed
 from .augment import make_training_batch
 from .batches import BatchMaker
@@ -43,6 +45,9 @@ from .finetune import start_from
 from .losses import class_weights, cross_entropy_and_dice, tomoseg_loss, weighted_cross_entropy
 from .signals import StopSignals
 from .validation import evaluate_slices, validation_plan
+
+AUTO = "auto"  # train(init=AUTO): start from a fitting built-in model (choose_start), else a new network
+AUTO_PIXEL_RATIO = 1.5  # the furthest training pixel size from the built-in model's that AUTO accepts
 
 
 @dataclass
@@ -68,7 +73,7 @@ def train(
     resume=False,
     log=print,
     overwrite=False,
-    init=None,
+    init=AUTO,
     stop=None,
     on_epoch=None,
 ) -> TrainResult:
@@ -89,7 +94,8 @@ def train(
         overwrite: replace an existing `out`.
         init: a model file or built-in model name to start from (fine-tuning): its architecture, context
             slices, normalisation and pixel size are kept; training pairs at another pixel size are
-            resampled to it.
+            resampled to it. "auto" (default): the built-in model whose features are `class_names`, when
+            the settings and pixel sizes suit it (`choose_start`), else a new network. None: a new network.
         stop: an object with `is_set()` (e.g. threading.Event) or a callable; when true, training stops
             at the end of the current iteration and keeps the best model so far (like Ctrl-C).
         on_epoch: called with each epoch's history entry (losses, Dice per feature).
@@ -122,14 +128,14 @@ def train(
     config = replace(config, device=str(device), precision=precision, prefetch_batches=int(prefetch))
     torch.manual_seed(config.seed)
     parent = parent_record = None
+    if init == AUTO:
+        init = choose_start(tomograms, class_names, config, log if main else (lambda *a: None))
     if init is not None:
         model, config, parent, parent_record = start_from(init, class_names, config, log)
     rng = np.random.default_rng(config.seed if ctx is None else [config.seed, ctx.rank])  # each process its patches
     torch.set_num_threads(config.threads or torch.get_num_threads())
     n_outputs = len(class_names) + 1
     tomoseg = config.arch == "tomoseg-cnn"
-    if init is None and main and not tomoseg:
-        _suggest_builtin_start(class_names, log)
     target = parent.pixel_size if parent else config.pixel_size
     data = [
         load_annotated(t, lab, len(class_names), config.invert_contrast, tomoseg=tomoseg, target_pixel_size=target)
@@ -350,14 +356,66 @@ def _check_class_names(class_names):
         raise AnnotomoError(f"class names may use letters, digits, '_' and '-' only (used in file names): {bad}")
 
 
-def _suggest_builtin_start(class_names, log):
-    """Point to a built-in model with these features: starting from it generalises far better than scratch."""
+def choose_start(tomograms, class_names, config: TrainConfig, log=print) -> str | None:
+    """What `init="auto"` starts from: the built-in model that knows exactly these features, or None.
+
+    Fine-tuning it carries over to other imaging conditions far better than a new network trained as long
+    (benchmarks/RESULTS.md#generalise), so it is the default wherever the result can be the same kind of
+    model: the same architecture, context slices and contrast as the built-in model, and every training
+    tomogram's pixel size known and within a factor of AUTO_PIXEL_RATIO of its own (fine-tuning resamples
+    the pairs to the model's pixel size; further off, a model at the data's own pixel size keeps detail).
+    Each refusal says why.
+    """
     for name in builtin_models_for(class_names):
-        log(
-            f"tip: the built-in model {name} knows these features; starting from it (--init {name}) carries "
-            "over to other imaging conditions far better than training from scratch "
-            "(benchmarks/RESULTS.md#generalise)"
-        )
+        info = read_model_info(name)
+        why = _unsuitable_start(name, info, tomograms, config)
+        if why is None:
+            log(
+                f"starting from the built-in model {name}, which knows these features: it carries over to other "
+                "imaging conditions far better than a new network (benchmarks/RESULTS.md#generalise); "
+                "--from-scratch (init=None) trains a new one"
+            )
+            return name
+        log(f"training a new network: the built-in model {name} knows these features, but {why}")
+    return None
+
+
+def _unsuitable_start(name: str, info: ModelInfo, tomograms, config: TrainConfig) -> str | None:
+    """Why the built-in model `name` (`info`) is not a fitting start for this training run (None: it is)."""
+    arch_params = {**info.arch_params, **config.arch_params}
+    if config.arch != info.arch or arch_params != info.arch_params or config.context_slices != info.context_slices:
+        return f"it is a {info.arch} with {info.context_slices} context slices and these settings differ"
+    if config.invert_contrast != info.invert_contrast:
+        return "it was trained on tomograms whose dense matter is dark (give --init to fine-tune it anyway)"
+    if config.pixel_size and needs_resampling(info.pixel_size, config.pixel_size):
+        return f"its pixel size is {info.pixel_size:g} A, not the {config.pixel_size:g} A asked for"
+    for tomogram in tomograms:
+        size = _pixel_size_of(tomogram)
+        if not size:
+            return f"the pixel size of {_name_of(tomogram)} is unknown (fine-tuning resamples to the model's)"
+        ratio = max(size / info.pixel_size, info.pixel_size / size)
+        if ratio > AUTO_PIXEL_RATIO:
+            return (
+                f"{_name_of(tomogram)} has {size:g} A pixels and it works at {info.pixel_size:g} A "
+                f"(--init {name} fine-tunes it anyway, on the pairs resampled to its pixel size)"
+            )
+    return None
+
+
+def _pixel_size_of(tomogram) -> float | None:
+    """A training tomogram's pixel size in Angstrom (from its header), or None (arrays, unset headers)."""
+    if isinstance(tomogram, Volume):
+        return tomogram.pixel_size
+    if isinstance(tomogram, str | Path):
+        with open_volume(tomogram, min_slices=2) as vol:
+            return vol.pixel_size
+    return None
+
+
+def _name_of(tomogram) -> str:
+    if isinstance(tomogram, Volume):
+        return str(tomogram.path)
+    return str(tomogram) if isinstance(tomogram, str | Path) else "the array"
 
 
 def _check_classes_present(data, class_names):

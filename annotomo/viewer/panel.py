@@ -40,6 +40,7 @@ from ..modelfile import builtin_models, read_model_info
 from . import layers as L
 
 NO_MODEL = "(train from scratch)"
+AUTO_START = "(a built-in model that knows the features, else scratch)"
 
 
 class Stopped(Exception):
@@ -468,12 +469,16 @@ class AnnotomoPanel(QWidget):
 
     def _init_choice(self):
         text = self.init_box.currentText().strip()
-        return None if not text or text == NO_MODEL else text
+        if not text or text == AUTO_START:
+            from ..training import AUTO
+
+            return AUTO
+        return None if text == NO_MODEL else text
 
     def _refresh_init_choices(self):
         current = self.init_box.currentText()
         self.init_box.clear()
-        choices = [NO_MODEL] + ([self.model_path] if self.model_path else []) + list(builtin_models())
+        choices = [AUTO_START, NO_MODEL] + ([self.model_path] if self.model_path else []) + list(builtin_models())
         self.init_box.addItems(list(dict.fromkeys(choices)))
         if current:
             self.init_box.setCurrentText(current)
