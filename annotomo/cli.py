@@ -212,7 +212,12 @@ def _add_train(sub):
     )
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--patch", type=_positive_int, default=None, help="training patch size in pixels")
-    p.add_argument("--learning-rate", type=_positive_float, default=None)
+    p.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        default=None,
+        help="peak learning rate (default 6e-3 for a new network, 1e-3 when starting from a model)",
+    )
     p.add_argument(
         "--warp-fraction",
         type=_fraction,

@@ -11,6 +11,7 @@ from helpers import QUIET, assert_clean_error, run_cli, save_untrained_model
 
 from annotomo import TrainConfig, modelfile, read_model_info, segment, train
 from annotomo.modelfile import load_model
+from annotomo.training.config import FINE_TUNING_LEARNING_RATE, NEW_NETWORK_LEARNING_RATE
 from annotomo.volumes import read_labels, write_volume
 
 
@@ -196,6 +197,7 @@ def _train_and_tell(tmp_path, tomogram, labels, names, config=None, **kw):
     train([tomogram], [labels], names, out, config or _finetune_config(), progress=False, overwrite=True,
           log=said.append, **kw)  # fmt: skip
     parent = (read_model_info(out).provenance or {}).get("parent")
+    said.append(json.loads(out.with_name(out.name + ".log.json").read_text())["config"]["learning_rate"])
     return (parent or {}).get("model"), said
 
 
@@ -206,14 +208,16 @@ def test_training_starts_from_the_built_in_model_that_knows_the_features(tmp_pat
     names = list(sim.class_names)
     parent, said = _train_and_tell(tmp_path, tmp_path / "t.mrc", tmp_path / "l.mrc", names)
     assert parent == "cellular-v1"
-    assert any("starting from the built-in model cellular-v1" in m and "--from-scratch" in m for m in said)
+    assert any("starting from the built-in model cellular-v1" in str(m) and "--from-scratch" in str(m) for m in said)
+    assert said[-1] == FINE_TUNING_LEARNING_RATE  # fine-tuning's lower rate, recorded in the log
     info = read_model_info(tmp_path / "m.annotomo")
     assert info.arch_params == read_model_info("cellular-v1").arch_params and info.pixel_size == 28.0
 
     parent, said = _train_and_tell(tmp_path, tmp_path / "t.mrc", tmp_path / "l.mrc", names, init=None)
-    assert parent is None and not any("cellular-v1" in m for m in said)  # asked for a new network
+    assert parent is None and not any("cellular-v1" in str(m) for m in said)  # asked for a new network
+    assert said[-1] == NEW_NETWORK_LEARNING_RATE
     parent, said = _train_and_tell(tmp_path, tmp_path / "t.mrc", tmp_path / "l.mrc", ["a", "b", "c", "d"])
-    assert parent is None and not any("built-in" in m for m in said)  # other features: nothing to start from
+    assert parent is None and not any("built-in" in str(m) for m in said)  # other features: nothing to start from
 
 
 @pytest.mark.parametrize(
@@ -236,7 +240,7 @@ def test_the_automatic_start_trains_anew_where_the_built_in_model_does_not_fit(t
     config.invert_contrast = case == "inverted contrast"
     parent, said = _train_and_tell(tmp_path, tomogram, labels, list(sim.class_names), config)
     assert parent is None
-    assert [m for m in said if "built-in model cellular-v1 knows these features, but" in m and why in m], said
+    assert [m for m in said[:-1] if "built-in model cellular-v1 knows these features, but" in m and why in m], said
     if case == "pixel size 10":  # a new network at the data's own pixel size, not resampled to 28 A
         assert read_model_info(tmp_path / "m.annotomo").pixel_size == 10.0
 

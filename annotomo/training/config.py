@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+NEW_NETWORK_LEARNING_RATE = 6e-3
+FINE_TUNING_LEARNING_RATE = 1e-3  # RESULTS.md#generalise: fine-tuned models carry over further than at 6e-3
+
 
 @dataclass
 class TrainConfig:
@@ -19,7 +22,9 @@ class TrainConfig:
             1 = 2D.
         patch: training patch size in pixels (square, in the slice plane).
         batch_size: patches per iteration.
-        learning_rate: AdamW's peak learning rate (cosine schedule over the budget, 30 warm-up steps).
+        learning_rate: AdamW's peak learning rate (cosine schedule over the budget, 30 warm-up steps);
+            None: NEW_NETWORK_LEARNING_RATE for a new network, FINE_TUNING_LEARNING_RATE when training
+            starts from a model (lower, so that minutes on one tomogram keep more of what it knew).
         weight_decay: AdamW's weight decay.
         minutes: wall-clock training budget (ignored when `iterations` is set).
         iterations: train exactly this many iterations (a deterministic length) instead of `minutes`.
@@ -52,7 +57,7 @@ class TrainConfig:
     context_slices: int = 5
     patch: int = 128
     batch_size: int = 8
-    learning_rate: float = 6e-3
+    learning_rate: float | None = None
     weight_decay: float = 1e-4
     minutes: float | None = 5.0
     iterations: int | None = None

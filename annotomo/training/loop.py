@@ -39,7 +39,7 @@ from .checkpoint import (
     save_final,
     write_log,
 )
-from .config import TrainConfig
+from .config import FINE_TUNING_LEARNING_RATE, NEW_NETWORK_LEARNING_RATE, TrainConfig
 from .data import PatchSampler, load_annotated
 from .finetune import start_from
 from .losses import class_weights, cross_entropy_and_dice, tomoseg_loss, weighted_cross_entropy
@@ -127,11 +127,9 @@ def train(
     # the log and model say what ran
     config = replace(config, device=str(device), precision=precision, prefetch_batches=int(prefetch))
     torch.manual_seed(config.seed)
-    parent = parent_record = None
-    if init == AUTO:
-        init = choose_start(tomograms, class_names, config, log if main else (lambda *a: None))
-    if init is not None:
-        model, config, parent, parent_record = start_from(init, class_names, config, log)
+    model, config, parent, parent_record = _starting_point(
+        init, tomograms, class_names, config, log if main else (lambda *a: None)
+    )
     rng = np.random.default_rng(config.seed if ctx is None else [config.seed, ctx.rank])  # each process its patches
     torch.set_num_threads(config.threads or torch.get_num_threads())
     n_outputs = len(class_names) + 1
@@ -277,6 +275,21 @@ def train(
     if main:
         _wrap_up(out, state, config, bool(val_data), signalled, interrupted, log)
     return TrainResult(out, state["history"] if main else [], state["best"], state["iteration"], seconds, interrupted)
+
+
+def _starting_point(init, tomograms, class_names, config, log):
+    """(network, config, parent info, parent record) where training starts; all but config None for a new
+    network, which `_new_model` makes once the data's pixel size is known. The config gets the learning
+    rate for the case when it leaves it unset.
+    """
+    model = parent = record = None
+    if init == AUTO:
+        init = choose_start(tomograms, class_names, config, log)
+    if init is not None:
+        model, config, parent, record = start_from(init, class_names, config, log)
+    if config.learning_rate is None:  # the log and model record the rate used
+        config = replace(config, learning_rate=FINE_TUNING_LEARNING_RATE if parent else NEW_NETWORK_LEARNING_RATE)
+    return model, config, parent, record
 
 
 def _training_spectra(data) -> list[list[float]]:
