@@ -1,7 +1,8 @@
 """`annotomo demo`: the whole pipeline on simulated data, in a few minutes on a laptop CPU.
 
-Simulates a training and a separate test tomogram (different seeds: different cells), trains the
-default U-Net on the first, segments the second through the same code as `annotomo segment`, prints the
+Simulates a training and a separate test tomogram (different seeds: different cells), trains on the
+first as `annotomo train` does by default (starting from the built-in model, which knows the simulator's
+four features), segments the second through the same code as `annotomo segment`, prints the
 per-class scores against the simulator's truth and writes a PNG overlay (truth vs prediction).
 """
 
@@ -26,7 +27,7 @@ def run_demo(outdir: Path, minutes: float = 3.0, seed: int = 1, log=print) -> di
     _, train_paths = synthesize(outdir / "train", overwrite=True, seed=seed, log=log)
     _, test_paths = synthesize(outdir / "test", overwrite=True, seed=seed + 1000, log=log)
     model_path = outdir / "model.annotomo"
-    log(f"2/4 training the U-Net for {minutes:g} min on {train_paths['tomogram']}")
+    log(f"2/4 training for {minutes:g} min on {train_paths['tomogram']}")
     result = train(
         [train_paths["tomogram"]],
         [train_paths["labels"]],
