@@ -66,6 +66,12 @@ class SegmentJob:
         for output in self.outputs.values():
             output.create()
 
+    def finishing_started(self) -> bool:
+        """Whether `finish` has renamed any output into place, so every chunk is written: on a cluster, a
+        chunk task recomputed after its worker died finds this and has nothing to add.
+        """
+        return any(o.renamed_into_place() for o in self.outputs.values())
+
     def discard_outputs(self):
         """Remove the temporary files: nothing half-written remains."""
         for output in self.outputs.values():
@@ -238,14 +244,18 @@ class _Offset:
 
 
 def finish(job: SegmentJob, log=print) -> dict:
-    """Clean small components (if asked), complete and rename every output; returns {name: path}."""
-    if job.min_voxels:
+    """Clean small components (if asked), complete and rename every output; returns {name: path}.
+
+    Run again after a run of it was killed (a cluster recomputes a lost task), it completes what that
+    one left: outputs already renamed into place stay as they are.
+    """
+    if job.min_voxels and not job.outputs["labels"].renamed_into_place():
         from .api import _log_cleanup
         from .postprocess import remove_small_components
 
         with job.outputs["labels"].writable() as labels:
             _log_cleanup(remove_small_components(labels, job.min_voxels), job.class_names, log)
-    return {name: str(output.finalize()) for name, output in job.outputs.items()}
+    return {name: str(o.path if o.renamed_into_place() else o.finalize()) for name, o in job.outputs.items()}
 
 
 @contextlib.contextmanager

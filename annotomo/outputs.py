@@ -136,6 +136,12 @@ class PartialOutput:
         self.temporary = None
         return self.path
 
+    def renamed_into_place(self) -> bool:
+        """Whether `finalize` renamed this output's temporary file into place: a copy of this object (as a
+        cluster's task has) still names the temporary file, which no longer exists, and the output does.
+        """
+        return self.temporary is not None and not self.temporary.exists() and self.path.exists()
+
     def discard(self):
         """Remove the temporary file or folder (nothing appears under the final name)."""
         if self.temporary is not None:

@@ -3,6 +3,7 @@ and pixel-size resampling in bounded memory."""
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -173,6 +174,43 @@ def test_a_worker_killed_mid_run_costs_only_its_tasks(dask_client, batch_files, 
     assert_same(volumes_of(result["written"]), single_process)
     assert not list(tmp_path.glob(".*partial"))
     dask_client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
+
+
+def test_tasks_recomputed_after_a_worker_died_while_finishing_complete_the_outputs(
+    batch_files, model_file, single_process, tmp_path
+):
+    """A worker killed while (or after) renaming a tomogram's outputs into place makes Dask recompute the
+    tasks it held: the chunks must not write (some temporary files are already renamed) and the finish
+    must complete what the killed one left, giving the outputs of an uninterrupted run."""
+    from annotomo import read_model_info
+    from annotomo.batch import plan_job
+    from annotomo.cluster import _chunk_task, _finish_task, _normalization_task
+    from annotomo.outputs import file_digest
+
+    info = read_model_info(model_file)
+    names = ["labels", *info.class_names]
+    outputs = {n: tmp_path / (f"t0_{n}.mrc" if n == "labels" else f"t0_{n}_prob.mrc") for n in names}
+    job = plan_job(batch_files[0], outputs, info, probabilities=True, chunk_slices=12)
+    job.create_outputs()
+    sent = pickle.dumps(job)  # each task gets the job as the client submitted it
+
+    def task(function, *arguments):
+        return function(pickle.loads(sent), *arguments)
+
+    args = (str(model_file), dict(), file_digest(model_file))
+    norm = task(_normalization_task, *args)
+    chunks = [task(_chunk_task, z0, z1, norm, *args) for z0, z1 in job.chunks]
+    killed = pickle.loads(sent)  # the finish that was killed after renaming the labels only
+    killed.outputs["labels"].finalize()
+    assert job.finishing_started()
+    again = [task(_chunk_task, z0, z1, norm, *args) for z0, z1 in job.chunks]  # as Dask recomputes them
+    written = task(_finish_task, *again)["outputs"]
+    assert written == {n: str(p) for n, p in outputs.items()}
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in outputs.values())  # no temporary file left
+    with read_labels(outputs["labels"]) as labels:
+        assert np.array_equal(labels.data, single_process["t0_labels.mrc"])
+    assert task(_finish_task, *again)["outputs"] == written  # and once more, after a complete finish
+    assert chunks[0]["voxels"] == again[0]["voxels"]
 
 
 def test_a_rerun_skips_complete_outputs_and_redoes_a_partial_one(batch_files, model_file, single_process, tmp_path):
