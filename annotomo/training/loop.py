@@ -399,7 +399,7 @@ def _unsuitable_start(name: str, info: ModelInfo, tomograms, config: TrainConfig
     if config.arch != info.arch or arch_params != info.arch_params or config.context_slices != info.context_slices:
         return f"it is a {info.arch} with {info.context_slices} context slices and these settings differ"
     if config.invert_contrast != info.invert_contrast:
-        return "it was trained on tomograms whose dense matter is dark (give --init to fine-tune it anyway)"
+        return "it was trained on tomograms whose dense matter is dark, and fine-tuning keeps a model's contrast"
     if config.pixel_size and needs_resampling(info.pixel_size, config.pixel_size):
         return f"its pixel size is {info.pixel_size:g} A, not the {config.pixel_size:g} A asked for"
     for tomogram in tomograms:
