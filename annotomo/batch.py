@@ -53,6 +53,10 @@ class SegmentJob:
         """Voxels of the tomogram."""
         return int(np.prod(self.shape))
 
+    def voxels_in(self, z0: int, z1: int) -> int:
+        """Voxels of slices z0..z1-1."""
+        return (z1 - z0) * int(np.prod(self.shape[1:]))
+
     def open(self):
         """The input volume (read-only)."""
         return open_volume(self.tomogram, min_slices=2, pixel_size=self.pixel_size)
@@ -205,7 +209,7 @@ def segment_chunk(predictor, job: SegmentJob, z0: int, z1: int, norm) -> dict:
     job.outputs["labels"].write_slab(z0, labels)
     for output, p in zip(job.feature_outputs(), probs if probs is not None else [], strict=False):
         output.write_slab(z0, p)
-    return dict(z0=z0, z1=z1, voxels=(z1 - z0) * int(np.prod(job.shape[1:])), seconds=time.perf_counter() - start)
+    return dict(z0=z0, z1=z1, voxels=job.voxels_in(z0, z1), seconds=time.perf_counter() - start)
 
 
 def _resampled_chunk(predictor, job, vol, z0, z1, norm):

@@ -18,8 +18,6 @@ import os
 import threading
 import time
 
-import numpy as np
-
 from .errors import AnnotomoError
 
 DEFAULT_CHUNK_VOXELS = 256 * 2**20  # tomograms larger than this are split along z into chunks of about this size
@@ -103,7 +101,7 @@ def _chunk_task(job, z0, z1, norm, model, options, digest):
     from .batch import segment_chunk
 
     if job.finishing_started():  # recomputed after its worker died, once every chunk was written
-        return dict(z0=z0, z1=z1, voxels=(z1 - z0) * int(np.prod(job.shape[1:])), seconds=0.0, pid=os.getpid())
+        return dict(z0=z0, z1=z1, voxels=job.voxels_in(z0, z1), seconds=0.0, pid=os.getpid())
     predictor, lock = worker_predictor(model, options, digest)
     with lock:
         result = segment_chunk(predictor, job, z0, z1, norm)
@@ -147,10 +145,10 @@ def run_on_dask(
     client, cluster = open_client(workers, address, log)
     done, failed = {}, {}
     try:
-        futures, owner, started, of_job, voxels_of = [], {}, {}, {}, {}
+        futures, owner, started, of_job = [], {}, {}, {}
         for job in jobs:
-            plane = int(np.prod(job.shape[1:]))
             if len(job.chunks) == 1 and job.voxels > chunk_voxels:
+                plane = job.voxels // job.shape[0]
                 job.chunks = chunk_ranges(job.shape[0], max(1, chunk_voxels // plane), chunk_alignment(job))
             try:
                 job.create_outputs()
@@ -165,7 +163,6 @@ def run_on_dask(
             final = client.submit(_finish_task, job, *chunks, pure=False)
             for f in chunks + [final]:
                 owner[f.key] = job
-            voxels_of.update({f.key: (z1 - z0) * plane for f, (z0, z1) in zip(chunks, job.chunks, strict=True)})
             of_job[job.tomogram] = [norm, *chunks, final]
             owner[norm.key] = job
             futures += [norm, *chunks, final]
@@ -174,13 +171,6 @@ def run_on_dask(
         for future in as_completed(futures):
             job = owner[future.key]
             if job.tomogram in failed:
-                continue
-            final = of_job[job.tomogram][-1]
-            if future is not final and (job.tomogram in done or final.status == "finished"):
-                # The tomogram is written: its chunks are counted from the plan, not awaited (one whose
-                # worker died since would be recomputed first).
-                if bar and future.key in voxels_of:
-                    bar.advance(voxels=voxels_of[future.key])
                 continue
             error = future.exception()
             if error is not None:
@@ -202,7 +192,6 @@ def run_on_dask(
             for message in result["messages"]:
                 log(message)
             done[job.tomogram] = result["outputs"]
-            client.cancel(of_job[job.tomogram][:-1])  # released: a worker lost from now on recomputes none
             if record:
                 record(
                     job,
