@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, cpu_name, source_commit
+from common import RESULTS, cpu_name, source_commit, started_from
 
-from annotomo import TrainConfig, read_model_info, segment, simulate, train
+from annotomo import TrainConfig, segment, simulate, train
 from annotomo.conventions import SYNTH_CLASSES
 from annotomo.metrics import confusion_matrix, scores_from_confusion
 from annotomo.volumes import read_labels, write_volume
@@ -163,7 +163,7 @@ def main():
                 dict(
                     model=f"trained on {name}",
                     trained_on=name,
-                    started_from=((read_model_info(path).provenance or {}).get("parent") or {}).get("model"),
+                    started_from=started_from(path),
                     iterations=trained.iterations,
                     train_seconds=round(time.time() - t0, 1),
                     scores=score(path, tests, work),

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, cpu_name, source_commit
+from common import RESULTS, cpu_name, source_commit, started_from
 
-from annotomo import TrainConfig, read_model_info, simulate, train
+from annotomo import TrainConfig, simulate, train
 from annotomo.api import segment_array
 from annotomo.conventions import SYNTH_CLASSES
 from annotomo.metrics import segmentation_scores
@@ -110,7 +110,7 @@ def main():
             init="auto",
             annotated_slices=slices,
         )
-        row["started_from"] = ((read_model_info(first).provenance or {}).get("parent") or {}).get("model")
+        row["started_from"] = started_from(first)
         steps.append(row)
         steps.append(
             train_and_score(

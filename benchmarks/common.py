@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from annotomo import simulate
+from annotomo import read_model_info, simulate
 from annotomo.volumes import open_volume, volume_writer
 from annotomo.zmerge import decide
 
@@ -39,6 +39,13 @@ def source_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (out.stdout.strip() + ("+changes" if dirty else "")) if out.returncode == 0 else "unknown"
+
+
+def started_from(model_path) -> str | None:
+    """The model a trained model was fine-tuned from (a built-in name or a path), from its provenance; None
+    for a new network.
+    """
+    return ((read_model_info(model_path).provenance or {}).get("parent") or {}).get("model")
 
 
 def cpu_name():
