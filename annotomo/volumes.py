@@ -127,20 +127,52 @@ def _open_tiff(path: Path) -> Volume:
     try:
         with tifffile.TiffFile(path) as tif:
             data = tif.asarray()
-            ij = tif.imagej_metadata or {}
-            page = tif.pages[0]
-            xres = page.tags.get("XResolution")
+            voxel_size = _tiff_voxel_size(tif)
     except Exception as exc:  # noqa: BLE001 - tifffile raises several kinds for damaged files
         raise InputError(path, f"cannot be read as TIFF ({exc})") from None
+    return Volume(data=data, voxel_size=voxel_size, origin=(0.0, 0.0, 0.0), path=path)
+
+
+def _tiff_voxel_size(tif) -> tuple[float, float, float] | None:
+    """(z, y, x) Angstrom from an open TiffFile's ImageJ metadata and resolution tag (no pixels read)."""
+    ij = tif.imagej_metadata or {}
+    xres = tif.pages[0].tags.get("XResolution")
     scale = {"angstrom": 1.0, "a": 1.0, "nm": 10.0, "nanometer": 10.0, "micron": 1e4, "um": 1e4, "\u00b5m": 1e4}
     unit = str(ij.get("unit", "")).lower()
-    voxel_size = None
-    if unit in scale and xres is not None:
-        num, den = xres.value
-        if num:
-            xy = den / num * scale[unit]
-            voxel_size = (float(ij.get("spacing", den / num)) * scale[unit], xy, xy)
-    return Volume(data=data, voxel_size=voxel_size, origin=(0.0, 0.0, 0.0), path=path)
+    if unit not in scale or xres is None:
+        return None
+    num, den = xres.value
+    if not num:
+        return None
+    xy = den / num * scale[unit]
+    return (float(ij.get("spacing", den / num)) * scale[unit], xy, xy)
+
+
+def read_pixel_size(path) -> float | None:
+    """A volume file's in-plane pixel size in Angstrom from its header alone, or None when it has none.
+
+    Cheaper than `open_volume` where that reads the whole file (gzip/bzip2 MRC, TIFF). A file whose
+    header cannot be read this way is opened with `open_volume`, which names the problem (InputError).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if path.is_file() and suffix not in HDF_SUFFIXES:  # HDF5 and OME-Zarr open lazily anyway
+        try:
+            if suffix in TIFF_SUFFIXES:
+                import tifffile
+
+                with tifffile.TiffFile(path) as tif:
+                    size = _tiff_voxel_size(tif)
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # open_volume reports a header's problems when the data is read
+                    with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
+                        size = _voxel_size_from(mrc)
+            return None if size is None else size[2]
+        except Exception:  # noqa: BLE001, S110 - open_volume below says what is wrong with the file
+            pass
+    with open_volume(path, min_slices=2) as vol:
+        return vol.pixel_size
 
 
 def open_volume(path, min_slices: int = 1, pixel_size: float | None = None) -> Volume:

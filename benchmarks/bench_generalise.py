@@ -102,6 +102,7 @@ def main():
     ap.add_argument("--from-scratch", action="store_true", help="train every model as a new network")
     ap.add_argument("--label", default="default recipe", help="what the recipe is called in the JSON")
     ap.add_argument("--json", default=str(RESULTS / "generalise.json"))
+    ap.add_argument("--keep-models", metavar="DIR", help="keep the trained models in DIR (default: discard them)")
     args = ap.parse_args()
     if args.from_scratch:
         args.init = None
@@ -128,6 +129,8 @@ def main():
         test_seed=TEST_SEED,
         rows=[],
     )
+    if args.keep_models:
+        Path(args.keep_models).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         tests = {name: cell(work, name, TEST_SEED) for name in args.test}
@@ -145,7 +148,7 @@ def main():
             _print_row(result["rows"][-1], args.test)
         for name in train_on:
             data = cell(work, name, TRAIN_SEED)
-            path = work / f"model_{name}.annotomo"
+            path = (Path(args.keep_models) if args.keep_models else work) / f"model_{name}.annotomo"
             config = TrainConfig(minutes=minutes, **recipe)
             t0 = time.time()
             trained = train(

@@ -5,7 +5,14 @@ import pytest
 from helpers import SHARED_FIXTURES
 
 from annotomo.errors import InputError
-from annotomo.volumes import check_output_path, open_volume, read_labels, volume_writer, write_volume
+from annotomo.volumes import (
+    check_output_path,
+    open_volume,
+    read_labels,
+    read_pixel_size,
+    volume_writer,
+    write_volume,
+)
 
 
 def test_float_round_trip_keeps_values_voxel_size_and_origin(tmp_path):
@@ -143,3 +150,34 @@ def test_multipage_tiff_reads_with_imagej_spacing(tmp_path):
     with open_volume(tmp_path / "stack.tif") as vol:
         assert np.array_equal(vol.data, data)
         assert vol.voxel_size == pytest.approx((28.0, 28.0, 28.0))
+
+
+def test_the_pixel_size_is_read_from_the_header_alone(tmp_path):
+    import gzip
+
+    import tifffile
+
+    write_volume(tmp_path / "t.mrc", RAMP.astype(np.float32), (14.0, 14.0, 14.0))
+    whole = gzip.compress((tmp_path / "t.mrc").read_bytes())
+    (tmp_path / "t.mrc.gz").write_bytes(whole)
+    tifffile.imwrite(
+        tmp_path / "t.tif",
+        RAMP.astype(np.float32),
+        imagej=True,
+        resolution=(1 / 1.4, 1 / 1.4),
+        metadata={"unit": "nm", "spacing": 1.4, "axes": "ZYX"},
+    )
+    for name in ("t.mrc", "t.mrc.gz", "t.tif"):
+        with open_volume(tmp_path / name) as vol:
+            assert read_pixel_size(tmp_path / name) == pytest.approx(vol.pixel_size) == pytest.approx(14.0)
+    # The data is not read: a compressed file cut short after its header still gives its pixel size,
+    # where opening it fails.
+    (tmp_path / "cut.mrc.gz").write_bytes(gzip.compress((tmp_path / "t.mrc").read_bytes()[:1100]))
+    assert read_pixel_size(tmp_path / "cut.mrc.gz") == pytest.approx(14.0)
+    with pytest.raises(InputError):
+        open_volume(tmp_path / "cut.mrc.gz")
+    write_volume(tmp_path / "none.mrc", RAMP.astype(np.float32), (0.0, 0.0, 0.0))
+    assert read_pixel_size(tmp_path / "none.mrc") is None
+    (tmp_path / "junk.mrc").write_bytes(b"not a tomogram")
+    with pytest.raises(InputError, match="junk.mrc"):  # what open_volume says of it
+        read_pixel_size(tmp_path / "junk.mrc")

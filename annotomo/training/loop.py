@@ -27,7 +27,7 @@ from ..modelfile import ModelInfo, builtin_models_for, read_model_info
 from ..models import build_model
 from ..resample import needs_resampling
 from ..spectrum import volume_power
-from ..volumes import Volume, open_volume
+from ..volumes import Volume, read_pixel_size
 from . import distributed
 from .augment import make_training_batch
 from .batches import BatchMaker
@@ -420,8 +420,7 @@ def _pixel_size_of(tomogram) -> float | None:
     if isinstance(tomogram, Volume):
         return tomogram.pixel_size
     if isinstance(tomogram, str | Path):
-        with open_volume(tomogram, min_slices=2) as vol:
-            return vol.pixel_size
+        return read_pixel_size(tomogram)  # the header only: load_annotated reads the data once, later
     return None
 
 
