@@ -13,6 +13,7 @@ the test conditions (no training here).
     python benchmarks/bench_generalise.py --train default --minutes 2 --recipe '{"blur_fraction": 0.3}'
     python benchmarks/bench_generalise.py --train --models cellular-v1     # the built-in model only
     python benchmarks/bench_generalise.py --from-scratch --label "from scratch"   # new networks
+    python benchmarks/bench_generalise.py --models cellular-v1 --tta   # also scored with --tta (~+25 min)
 
 Training is time-bounded: run nothing else on the machine meanwhile.
 """
@@ -63,11 +64,11 @@ def cell(work: Path, name: str, seed: int) -> dict:
     return dict(tomogram=tomo, labels=labels, truth=sim.labels)
 
 
-def score(model, tests: dict, work: Path, match_spectrum=True) -> dict:
+def score(model, tests: dict, work: Path, match_spectrum=True, tta=False) -> dict:
     """Mean Dice (and per feature) of `model` on each test condition's cell."""
     row = {}
     for name, test in tests.items():
-        out = work / f"seg_{abs(hash((str(model), name, match_spectrum)))}"
+        out = work / f"seg_{abs(hash((str(model), name, match_spectrum, tta)))}"
         written = segment(
             model,
             [test["tomogram"]],
@@ -76,6 +77,7 @@ def score(model, tests: dict, work: Path, match_spectrum=True) -> dict:
             progress=False,
             log=lambda *a: None,
             match_spectrum=match_spectrum,
+            tta=tta,
         )[0]
         with read_labels(written["labels"]) as lab:
             cm = confusion_matrix(test["truth"], lab.data, len(SYNTH_CLASSES) + 1)
@@ -102,6 +104,7 @@ def main():
     ap.add_argument("--from-scratch", action="store_true", help="train every model as a new network")
     ap.add_argument("--label", default="default recipe", help="what the recipe is called in the JSON")
     ap.add_argument("--json", default=str(RESULTS / "generalise.json"))
+    ap.add_argument("--tta", action="store_true", help="also score every row with test-time augmentation (--tta)")
     ap.add_argument("--keep-models", metavar="DIR", help="keep the trained models in DIR (default: discard them)")
     args = ap.parse_args()
     if args.from_scratch:
@@ -143,6 +146,7 @@ def main():
                     scores=score(model, tests, work),
                     score_seconds=round(time.time() - t0, 1),
                     scores_without_matching=score(model, tests, work, match_spectrum=False),
+                    **_scored_with_tta(args.tta, model, tests, work),
                 )
             )
             _print_row(result["rows"][-1], args.test)
@@ -162,24 +166,34 @@ def main():
                 overwrite=True,
                 init=args.init,
             )
+            train_seconds = round(time.time() - t0, 1)
+            t0 = time.time()
+            scores = score(path, tests, work)
             result["rows"].append(
                 dict(
                     model=f"trained on {name}",
                     trained_on=name,
                     started_from=started_from(path),
                     iterations=trained.iterations,
-                    train_seconds=round(time.time() - t0, 1),
-                    scores=score(path, tests, work),
+                    train_seconds=train_seconds,
+                    scores=scores,
+                    score_seconds=round(time.time() - t0, 1),
                     scores_without_matching=score(path, tests, work, match_spectrum=False),
+                    **_scored_with_tta(args.tta, path, tests, work),
                 )
             )
             _print_row(result["rows"][-1], args.test)
     for key, summary, what in (
         ("scores", "off_diagonal", "spectrum matched (the default)"),
         ("scores_without_matching", "off_diagonal_without_matching", "as they are (--no-match-spectrum)"),
+        ("scores_tta", "off_diagonal_tta", "spectrum matched, with --tta"),
     ):
         off = [
-            r[key][c]["mean_dice"] for r in result["rows"] if r["trained_on"] for c in r[key] if c != r["trained_on"]
+            r[key][c]["mean_dice"]
+            for r in result["rows"]
+            if r["trained_on"] and key in r
+            for c in r[key]
+            if c != r["trained_on"]
         ]
         if off:
             result[summary] = dict(
@@ -193,12 +207,22 @@ def main():
     print(f"wrote {args.json}")
 
 
+def _scored_with_tta(tta: bool, model, tests, work) -> dict:
+    """The row's scores with test-time augmentation, and how long they took (nothing without --tta)."""
+    if not tta:
+        return {}
+    t0 = time.time()
+    scores = score(model, tests, work, tta=True)
+    return dict(scores_tta=scores, tta_score_seconds=round(time.time() - t0, 1))
+
+
 def _print_row(row, tests):
     if not hasattr(_print_row, "header"):
         _print_row.header = True
-        print(f"{'model (matched / as is)':<34}" + "".join(f"{t[:14]:>15}" for t in tests))
-    cells = [f"{row['scores'][t]['mean_dice']:.3f}/{row['scores_without_matching'][t]['mean_dice']:.3f}" for t in tests]
-    print(f"{row['model'][:34]:<34}" + "".join(f"{c:>15}" for c in cells), flush=True)
+        print(f"{'model (matched / as is [/ --tta])':<34}" + "".join(f"{t[:20]:>21}" for t in tests))
+    keys = ("scores", "scores_without_matching", "scores_tta")
+    cells = ["/".join(f"{row[k][t]['mean_dice']:.3f}" for k in keys if k in row) for t in tests]
+    print(f"{row['model'][:34]:<34}" + "".join(f"{c:>21}" for c in cells), flush=True)
 
 
 if __name__ == "__main__":
