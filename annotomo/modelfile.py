@@ -115,8 +115,14 @@ def builtin_models() -> dict[str, Path]:
 
 
 def builtin_models_for(class_names) -> list[str]:
-    """The built-in models whose features are exactly these, in this order (fine-tuning candidates)."""
-    return [name for name, path in builtin_models().items() if read_model_info(path).class_names == list(class_names)]
+    """The built-in models that know every one of these features (fine-tuning candidates): those whose
+    features are exactly these, in this order, first, then those that know them among others.
+    """
+    names = list(class_names)
+    known = {name: read_model_info(path).class_names for name, path in builtin_models().items()}
+    exact = [name for name, features in known.items() if features == names]
+    among = [name for name, features in known.items() if features != names and set(names) <= set(features)]
+    return exact + among
 
 
 def resolve_model(spec) -> Path:

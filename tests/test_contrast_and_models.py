@@ -10,6 +10,7 @@ import torch
 from helpers import QUIET, assert_clean_error, run_cli, save_untrained_model
 
 from annotomo import TrainConfig, modelfile, read_model_info, segment, train
+from annotomo.conventions import SYNTH_CLASSES
 from annotomo.modelfile import load_model
 from annotomo.training.config import FINE_TUNING_LEARNING_RATE, NEW_NETWORK_LEARNING_RATE
 from annotomo.volumes import read_labels, write_volume
@@ -258,3 +259,25 @@ def test_cli_from_scratch_trains_a_new_network(tmp_path, small_files):
     assert code == 0, err
     assert "starting from the built-in model cellular-v1" in stdout
     assert read_model_info(out).provenance["parent"]["model"] == "cellular-v1"
+
+
+def test_the_automatic_start_fine_tunes_the_built_in_model_for_some_of_its_features(tmp_path, small_pair):
+    sim = small_pair[0]
+    membrane, microtubule = SYNTH_CLASSES.index("membrane") + 1, SYNTH_CLASSES.index("microtubule") + 1
+    labels = np.select([sim.labels == membrane, sim.labels == microtubule], [1, 2], 0).astype(np.uint8)
+    write_volume(tmp_path / "t.mrc", sim.tomogram, (28.0,) * 3)
+    write_volume(tmp_path / "l.mrc", labels, (28.0,) * 3)
+    config = _finetune_config(learning_rate=1e-9, iterations=1, epoch_iterations=1)
+    parent, said = _train_and_tell(
+        tmp_path, tmp_path / "t.mrc", tmp_path / "l.mrc", ["membrane", "microtubule"], config
+    )
+    assert parent == "cellular-v1"
+    assert any("cellular-v1, which knows these features (its ribosome, double_membrane count as background" in str(m)
+               for m in said), said  # fmt: skip
+    assert any("outputs for ribosome, double_membrane are dropped" in str(m) for m in said), said
+    child, builtin = load_model(tmp_path / "m.annotomo")[0], load_model("cellular-v1")[0]
+    rows = 16  # fold 4: 16 output channels per class
+    for new, old in ((0, 0), (1, membrane), (2, microtubule)):  # each feature keeps its own outputs
+        assert torch.allclose(child.head.weight[new * rows : (new + 1) * rows],
+                              builtin.head.weight[old * rows : (old + 1) * rows], atol=1e-6)  # fmt: skip
+    assert child.head.weight.shape[0] == 3 * rows

@@ -66,10 +66,16 @@ def start_from(init, class_names: list[str], config: TrainConfig, log=print):
     kept = [n for n in class_names if n in info.class_names]
     _copy_output_rows(parent, model, info.class_names, class_names)
     new = [n for n in class_names if n not in info.class_names]
-    log(
-        f"fine-tuning {model_label(init)} for other features: the output layer starts afresh for "
-        f"{', '.join(new) or 'none'}; kept from the model: background" + (f", {', '.join(kept)}" if kept else "")
-    )
+    kept_text = "background" + (f", {', '.join(kept)}" if kept else "")
+    if new:
+        log(
+            f"fine-tuning {model_label(init)} for other features: the output layer starts afresh for "
+            f"{', '.join(new)}; kept from the model: {kept_text}"
+        )
+    else:
+        dropped = [n for n in info.class_names if n not in class_names]
+        what = f"its outputs for {', '.join(dropped)} are dropped" if dropped else "its outputs in this order"
+        log(f"fine-tuning {model_label(init)} for {kept_text} ({what})")
     return model, config, info, record
 
 

@@ -370,7 +370,10 @@ def _check_class_names(class_names):
 
 
 def choose_start(tomograms, class_names, config: TrainConfig, log=print) -> str | None:
-    """What `init="auto"` starts from: the built-in model that knows exactly these features, or None.
+    """What `init="auto"` starts from: the built-in model that knows these features, or None.
+
+    A model that knows exactly these features comes first; one that knows them among others is
+    fine-tuned with its other features as background (its outputs for them are dropped).
 
     Fine-tuning it carries over to other imaging conditions far better than a new network trained as long
     (benchmarks/RESULTS.md#generalise), so it is the default wherever the result can be the same kind of
@@ -383,10 +386,12 @@ def choose_start(tomograms, class_names, config: TrainConfig, log=print) -> str 
         info = read_model_info(name)
         why = _unsuitable_start(name, info, tomograms, config)
         if why is None:
+            others = [n for n in info.class_names if n not in class_names]
             log(
-                f"starting from the built-in model {name}, which knows these features: it carries over to other "
-                "imaging conditions far better than a new network (benchmarks/RESULTS.md#generalise); "
-                "--from-scratch (init=None) trains a new one"
+                f"starting from the built-in model {name}, which knows these features"
+                + (f" (its {', '.join(others)} count as background here)" if others else "")
+                + ": it carries over to other imaging conditions far better than a new network "
+                "(benchmarks/RESULTS.md#generalise); --from-scratch (init=None) trains a new one"
             )
             return name
         log(f"training a new network: the built-in model {name} knows these features, but {why}")
