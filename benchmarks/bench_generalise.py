@@ -13,7 +13,7 @@ the test conditions (no training here).
     python benchmarks/bench_generalise.py --train default --minutes 2 --recipe '{"blur_fraction": 0.3}'
     python benchmarks/bench_generalise.py --train --models cellular-v1     # the built-in model only
     python benchmarks/bench_generalise.py --from-scratch --label "from scratch"   # new networks
-    python benchmarks/bench_generalise.py --models cellular-v1 --tta   # also scored with --tta (~+25 min)
+    python benchmarks/bench_generalise.py --models cellular-v1 --tta   # also scored with --tta (~+5 min)
 
 Training is time-bounded: run nothing else on the machine meanwhile.
 """
