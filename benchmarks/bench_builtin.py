@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
-from common import RESULTS, cpu_name, source_commit
+from common import RESULTS, results_header
 
 from annotomo import TrainConfig, read_model_info, simulate, train
 from annotomo.api import segment_array
@@ -92,9 +90,7 @@ def main():
         if any(name in r for r in rows)
     }
     result = dict(
-        machine=dict(cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__),
-        date=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        commit=source_commit(),
+        **results_header(),
         model=args.model,
         model_provenance=dict(
             training_data=info.provenance.get("training_data"), iterations=info.provenance.get("iterations")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, cpu_name, source_commit, started_from
+from common import RESULTS, results_header, started_from
 
 from annotomo import TrainConfig, segment, simulate, train
 from annotomo.conventions import SYNTH_CLASSES
@@ -115,14 +115,7 @@ def main():
         train_on = ["default", "low_snr"]
     recipe = json.loads(args.recipe)
     result = dict(
-        machine=dict(
-            cpu=cpu_name(),
-            threads=torch.get_num_threads(),
-            torch=torch.__version__,
-            cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        ),
-        date=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        commit=source_commit(),
+        **results_header(cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None),
         minutes=minutes,
         recipe=recipe,
         recipe_label=args.label,

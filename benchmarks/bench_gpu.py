@@ -28,11 +28,10 @@ import numpy as np
 import torch
 from common import (
     RESULTS,
-    cpu_name,
     make_tomogram,
     profile_default,
+    results_header,
     score_test_cells,
-    source_commit,
     synchronize,
 )
 
@@ -125,16 +124,11 @@ def main():
         big.result()
     props = torch.cuda.get_device_properties(device) if device.type == "cuda" else None
     result = dict(
-        machine=dict(
+        **results_header(
             gpu=props.name if props else "none (--device cpu)",
             gpu_memory_gb=round(props.total_memory / 1e9, 1) if props else 0,
-            cpu=cpu_name(),
-            cpu_count=os.cpu_count(),
-            torch=torch.__version__,
             cuda=torch.version.cuda,
         ),
-        date=time.strftime("%Y-%m-%d"),
-        commit=source_commit(),
         setup_seconds=time.perf_counter() - t_setup,
         data=dict(
             train_seed=args.seed, test_seeds=[args.seed + k for k in TEST_OFFSETS], timed_shape=list(timed_shape)
@@ -235,7 +229,7 @@ def main():
             r[precision]["speedup_vs_tomoseg"] = r[precision]["mvox_per_s"] / base[precision]["mvox_per_s"]
     save()
     m = result["machine"]
-    print(f"\n{m['gpu']} ({m['gpu_memory_gb']} GB), torch {m['torch']} CUDA {m['cuda']}, {m['cpu_count']} CPUs")
+    print(f"\n{m['gpu']} ({m['gpu_memory_gb']} GB), torch {m['torch']} CUDA {m['cuda']}, {m['cores']} CPUs")
     print(
         f"{'model':<31}{'min':>5}{'iters':>7}{'it/s':>7}{'mean':>7}{'3 cells':>8}"
         f"{'fp32 s':>8}{'x CNN':>7}{'bf16 s':>8}{'x CNN':>7}{'GPU MB':>8}{'CPU=GPU':>9}"

@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from common import RESULTS, cpu_name, source_commit, started_from
+from common import RESULTS, results_header, started_from
 
 from annotomo import TrainConfig, simulate, train
 from annotomo.api import segment_array
@@ -166,9 +165,7 @@ def main():
             )[2]
         )
     result = dict(
-        machine=dict(cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__),
-        date=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        commit=source_commit(),
+        **results_header(),
         cell_seed=CELL,
         other_seed=OTHER,
         shape=list(truth.shape),

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, cpu_name, source_commit
+from common import RESULTS, results_header
 
 from annotomo import segment, simulate
 from annotomo.conventions import SYNTH_CLASSES
@@ -291,9 +291,7 @@ def main():
     ap.add_argument("--json", default=str(RESULTS / "scale.json"))
     args = ap.parse_args()
     result = dict(
-        machine=dict(cpu=cpu_name(), cores=os.cpu_count(), torch=torch.__version__),
-        date=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        commit=source_commit(),
+        **results_header(),
         quick=args.quick,
         rows=[],
     )

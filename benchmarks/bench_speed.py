@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,12 @@ from common import (
     RESULTS,
     add_child_arguments,
     child,
-    cpu_name,
     flops_per_voxel,
     make_tomogram,
     matmul_peak,
     profile_default,
+    results_header,
     run_child,
-    source_commit,
 )
 
 from annotomo import TrainConfig, simulate, train
@@ -175,15 +173,7 @@ def main():
 
     profile = profile_default(model_path, tomo)
     result = dict(
-        machine=dict(
-            cpu=cpu_name(),
-            cores=os.cpu_count(),
-            torch=torch.__version__,
-            torch_threads=torch.get_num_threads(),
-            fast_bf16=cpu_has_fast_bf16(),
-        ),
-        date=time.strftime("%Y-%m-%d"),
-        commit=source_commit(),
+        **results_header(fast_bf16=cpu_has_fast_bf16()),
         tomogram_shape=shape,
         model=dict(arch=info.arch, params=info.arch_params, flops_per_voxel=fpv),
         matmul_peak_gflops=dict(fp32=peak32, bf16=peak16),

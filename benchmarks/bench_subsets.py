@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from bench_generalise import TEST_SEED, TRAIN_SEED, cell
-from common import RESULTS, cpu_name, source_commit, started_from
+from common import RESULTS, results_header, started_from
 
 from annotomo import TrainConfig, segment, train
 from annotomo.conventions import NOT_ANNOTATED, SYNTH_CLASSES
@@ -48,9 +46,7 @@ def main():
     ap.add_argument("--json", default=str(RESULTS / "subsets.json"))
     args = ap.parse_args()
     result = dict(
-        machine=dict(cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__),
-        date=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        commit=source_commit(),
+        **results_header(),
         minutes=args.minutes,
         train_seed=TRAIN_SEED,
         test_seed=TEST_SEED,

@@ -25,13 +25,12 @@ from common import (
     RESULTS,
     add_child_arguments,
     child,
-    cpu_name,
     flops_per_voxel,
     make_tomogram,
     matmul_peak,
+    results_header,
     run_child,
     score_test_cells,
-    source_commit,
 )
 
 from annotomo import TrainConfig, simulate, train
@@ -200,9 +199,7 @@ def main():
                 r[precision]["mvox_per_s"] / base[precision]["mvox_per_s"] if base else None
             )
     result = dict(
-        machine=dict(cpu=cpu_name(), torch=torch.__version__, threads=torch.get_num_threads()),
-        date=time.strftime("%Y-%m-%d"),
-        commit=source_commit(),
+        **results_header(),
         train_minutes=minutes,
         quick=args.quick,
         data=dict(

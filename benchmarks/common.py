@@ -4,6 +4,7 @@ running one segmentation in a fresh subprocess (so peak RSS belongs to that conf
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -46,6 +47,19 @@ def started_from(model_path) -> str | None:
     for a new network.
     """
     return ((read_model_info(model_path).provenance or {}).get("parent") or {}).get("model")
+
+
+def results_header(**machine) -> dict:
+    """What every results file starts with: the machine (CPU, cores, torch threads, torch version, and
+    `machine`'s entries), the UTC date and time, and the git commit the benchmark ran from.
+    """
+    return dict(
+        machine=dict(
+            cpu=cpu_name(), cores=os.cpu_count(), threads=torch.get_num_threads(), torch=torch.__version__, **machine
+        ),
+        date=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        commit=source_commit(),
+    )
 
 
 def cpu_name():
