@@ -28,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, results_header, started_from
+from common import RESULTS, results_header, score_test_cells, started_from
 
 from annotomo import TrainConfig, segment, simulate, train
 from annotomo.conventions import SYNTH_CLASSES
-from annotomo.metrics import confusion_matrix, scores_from_confusion
-from annotomo.volumes import read_labels, write_volume
+from annotomo.volumes import write_volume
 
 # name: (simulate options, pixel size). Each differs from the default in one respect (two for
 # defocus/tilt, which real data changes together).
@@ -79,9 +78,7 @@ def score(model, tests: dict, work: Path, match_spectrum=True, tta=False) -> dic
             match_spectrum=match_spectrum,
             tta=tta,
         )[0]
-        with read_labels(written["labels"]) as lab:
-            cm = confusion_matrix(test["truth"], lab.data, len(SYNTH_CLASSES) + 1)
-        scored = scores_from_confusion(cm, SYNTH_CLASSES)
+        scored = score_test_cells([written["labels"]], [test["truth"]], SYNTH_CLASSES)["first"]
         row[name] = dict(
             mean_dice=round(scored["mean_dice"], 4), **{k: round(v["dice"], 4) for k, v in scored["classes"].items()}
         )

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 from bench_generalise import TEST_SEED, TRAIN_SEED, cell
-from common import RESULTS, results_header, started_from
+from common import RESULTS, results_header, score_test_cells, started_from
 
 from annotomo import TrainConfig, segment, train
 from annotomo.conventions import NOT_ANNOTATED, SYNTH_CLASSES
-from annotomo.metrics import confusion_matrix, scores_from_confusion
-from annotomo.volumes import read_labels, write_volume
+from annotomo.volumes import write_volume
 
 SUBSETS = [["membrane"], ["microtubule"], ["ribosome", "membrane"]]
 TEST_CONDITIONS = ["default", "low_snr", "sirt", "defocus5_tilt45"]
@@ -77,9 +76,8 @@ def main():
                 for name, test in tests.items():
                     written = segment(model, [test["tomogram"]], work / "out", overwrite=True, progress=False,
                                       log=lambda *a: None)[0]  # fmt: skip
-                    with read_labels(written["labels"]) as lab:
-                        cm = confusion_matrix(only(test["truth"], names), lab.data, len(names) + 1)
-                    row["scores"][name] = round(scores_from_confusion(cm, names)["mean_dice"], 4)
+                    scored = score_test_cells([written["labels"]], [only(test["truth"], names)], names)
+                    row["scores"][name] = round(scored["first"]["mean_dice"], 4)
                 result["rows"].append(row)
                 print(
                     f"{'+'.join(names):<20}{str(row['started_from'] or 'new network'):<14}{trained.iterations:>11}"
