@@ -230,6 +230,13 @@ def _add_train(sub):
         default=None,
         help="fraction of training patches whose context slices are reversed in z (default 0.5)",
     )
+    p.add_argument(
+        "--noise-fraction",
+        type=_fraction,
+        default=None,
+        help="fraction of training patches given extra noise (default 0); e.g. 0.3 when training on "
+        "denoised tomograms for noisier ones",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--invert-contrast", action="store_true", help="for tomograms where dense matter is bright")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
@@ -287,7 +294,8 @@ def cmd_train(args):
     )
     if config.arch == "tomoseg-cnn":
         config = tomoseg_config(config)
-    for name in ("context_slices", "batch_size", "patch", "learning_rate", "warp_fraction", "z_flip_fraction"):
+    recipe_options = ("context_slices", "batch_size", "patch", "learning_rate")
+    for name in (*recipe_options, "warp_fraction", "z_flip_fraction", "noise_fraction"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     if config.context_slices % 2 == 0:

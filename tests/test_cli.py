@@ -73,12 +73,15 @@ def test_training_options_reach_the_model_config(small_files, tmp_path, capsys):
             "0.25",
             "--z-flip-fraction",
             "0.75",
+            "--noise-fraction",
+            "0.3",
             "--quiet",
         ]
     )
     assert code == 0, capsys.readouterr().err
     config = json.loads(out.with_name(out.name + ".log.json").read_text())["config"]
-    assert (config["context_slices"], config["warp_fraction"], config["z_flip_fraction"]) == (3, 0.25, 0.75)
+    recipe = (config["context_slices"], config["warp_fraction"], config["z_flip_fraction"], config["noise_fraction"])
+    assert recipe == (3, 0.25, 0.75, 0.3)
 
 
 def test_missing_file(tmp_path):

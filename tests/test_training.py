@@ -9,7 +9,7 @@ from annotomo import TrainConfig, train
 from annotomo.conventions import NOT_ANNOTATED
 from annotomo.device import cpu_has_fast_bf16
 from annotomo.modelfile import load_model, read_model_info
-from annotomo.training.augment import augment, warp_margin, warp_patches
+from annotomo.training.augment import augment, vary_imaging, warp_margin, warp_patches
 from annotomo.training.losses import cross_entropy_and_dice
 
 
@@ -96,6 +96,37 @@ def test_z_flips_reverse_the_context_slices_of_the_chosen_share_of_patches():
         reversed_share = np.mean(slopes < 0)
         assert low <= reversed_share <= high
         assert np.all(np.abs(slopes) > 5)  # each patch is a whole stack, in one order or the other
+
+
+def test_imaging_variation_blurs_in_plane_and_adds_noise_correlated_along_z():
+    rng = np.random.default_rng(6)
+    base = rng.standard_normal((40, 5, 48, 48)).astype(np.float32)
+
+    def neighbour_correlation(x, axis):
+        a, b = np.moveaxis(x, axis, 0)[:-1], np.moveaxis(x, axis, 0)[1:]
+        return np.corrcoef(a.ravel(), b.ravel())[0, 1]
+
+    untouched = vary_imaging(base.copy(), rng, 0.0, 0.0)
+    assert np.array_equal(untouched, base)
+
+    blurred = vary_imaging(base.copy(), rng, blur_fraction=1.0)
+    for b in range(len(base)):  # a low-pass: neighbouring pixels correlate and the spread falls
+        assert neighbour_correlation(blurred[b], 2) > 0.2 and blurred[b].std() < 0.8 * base[b].std()
+    point = np.zeros((4, 5, 48, 48), np.float32)
+    point[:, 2, 24, 24] = 1.0
+    spread = vary_imaging(point.copy(), rng, blur_fraction=1.0)
+    assert np.all(spread[:, [0, 1, 3, 4]] == 0)  # in the slice plane only: context slices do not mix
+    assert np.all(spread[:, 2, 24, 25] > 0.05) and np.allclose(spread.sum(axis=(1, 2, 3)), 1.0, atol=1e-3)
+
+    flat = np.zeros_like(base) + rng.standard_normal((40, 1, 1, 1)).astype(np.float32)
+    flat += 0.01 * rng.standard_normal(flat.shape).astype(np.float32)  # a spread of 0.01 per patch
+    noisy = vary_imaging(flat.copy(), rng, noise_fraction=0.5)
+    added = noisy - flat
+    changed = [b for b in range(len(flat)) if np.abs(added[b]).max() > 0]
+    assert 10 <= len(changed) <= 30  # about half the patches
+    for b in changed:  # 0.2-1.0 of the patch's own spread, correlated more along z than in-plane
+        assert 0.002 * 0.9 < added[b].std() < 0.01 * 1.1
+        assert neighbour_correlation(added[b], 0) > neighbour_correlation(added[b], 2) > 0.2
 
 
 def test_loss_is_weighted_cross_entropy_plus_soft_dice_over_annotated_pixels():
