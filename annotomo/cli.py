@@ -294,8 +294,15 @@ def cmd_train(args):
     )
     if config.arch == "tomoseg-cnn":
         config = tomoseg_config(config)
-    recipe_options = ("context_slices", "batch_size", "patch", "learning_rate")
-    for name in (*recipe_options, "warp_fraction", "z_flip_fraction", "noise_fraction"):
+    for name in (
+        "context_slices",
+        "batch_size",
+        "patch",
+        "learning_rate",
+        "warp_fraction",
+        "z_flip_fraction",
+        "noise_fraction",
+    ):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     if config.context_slices % 2 == 0:
