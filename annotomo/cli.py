@@ -33,6 +33,13 @@ def _fraction(text):
     return value
 
 
+def _non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    return value
+
+
 def _non_negative_int(text):
     value = int(text)
     if value < 0:
@@ -57,7 +64,8 @@ def _add_synth(sub):
         "synth",
         help="simulate a labelled cellular tomogram",
         description="Write PREFIX_tomo.mrc (float32), PREFIX_labels.mrc (uint8: 0 background, "
-        "1 microtubule, 2 ribosome, 3 membrane, 4 double_membrane; the names are stored in the file), "
+        "1 microtubule, 2 ribosome, 3 membrane, 4 double_membrane, with --label-actin 5 actin; the names are "
+        "stored in the file), "
         "PREFIX_ribosomes.star/.csv (true particle centres) and PREFIX_conditions.json. Every imaging and "
         "specimen option defaults to annotomo's reference condition, or with --randomise to a draw from "
         "the ranges real tomograms span.",
@@ -116,6 +124,17 @@ def _add_synth(sub):
         help="microtubule wall texture (13 in cells; default 0: smooth walls)",
     )
     specimen.add_argument("--crowding", type=_positive_float, help="ribosomes and proteins per volume (default 1)")
+    specimen.add_argument(
+        "--label-actin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="label the 7 nm actin-like filaments as a fifth feature, actin (default: unlabelled distractors)",
+    )
+    specimen.add_argument(
+        "--actin-density",
+        type=_non_negative_float,
+        help="actin-like filament bundles per area (default 1)",
+    )
     p.add_argument("--preview", action="store_true", help="also write PREFIX_preview.png")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_synth)
@@ -137,6 +156,8 @@ SYNTH_CONDITIONS = (
     "membrane_label_width",
     "protofilaments",
     "crowding",
+    "label_actin",
+    "actin_density",
 )
 
 

@@ -29,6 +29,7 @@ from scipy.spatial import cKDTree
 from .conventions import SYNTH_CLASSES
 
 MICROTUBULE, RIBOSOME, MEMBRANE, DOUBLE_MEMBRANE = 1, 2, 3, 4
+ACTIN = 5  # labelled only with Conditions.label_actin
 
 # Physical dimensions (nm) and relative densities (protein ~0.4 above water, RNA-rich ribosomes more).
 BILAYER_THICKNESS = 4.5
@@ -171,11 +172,18 @@ def _inside(points, extent, margin=0.0):
     return np.all((points >= -margin) & (points <= extent + margin), axis=-1)
 
 
-def build_cell(extent_nm, rng: np.random.Generator, thickness_nm: float | None = None, crowding: float = 1.0) -> Cell:
+def build_cell(
+    extent_nm,
+    rng: np.random.Generator,
+    thickness_nm: float | None = None,
+    crowding: float = 1.0,
+    actin_density: float = 1.0,
+) -> Cell:
     """Draw a random cell filling a field of view of `extent_nm` (z, y, x).
 
     thickness_nm: the lamella's thickness, centred in z (default 84% of the field's depth); crowding:
-    multiplies the number of ribosomes and soluble proteins per volume.
+    multiplies the number of ribosomes and soluble proteins per volume; actin_density: the number of
+    actin-like filament bundles per area.
     """
     extent = np.asarray(extent_nm, dtype=float)
     if thickness_nm is None:
@@ -244,7 +252,7 @@ def build_cell(extent_nm, rng: np.random.Generator, thickness_nm: float | None =
             cell.microtubules.append(Filament(pts, MT_OUTER_RADIUS))
 
     # Actin-like thin filaments (unlabelled distractors): straighter, thinner, in bundles of a few.
-    for _ in range(rng.poisson(10 * area)):
+    for _ in range(rng.poisson(10 * area * actin_density)):
         start = random_point(margin=ACTIN_RADIUS + 3)
         heading = rng.uniform(0, 2 * np.pi)
         for _k in range(rng.integers(1, 4)):
@@ -409,13 +417,15 @@ def render(
     membrane_profile="two-leaflet",
     membrane_label_width=BILAYER_THICKNESS,
     protofilaments=0,
+    label_actin=False,
 ):
     """Rasterise `cell` on a (z, y, x) grid of `pixel_size` Angstrom: (density, labels).
 
     Density is projected potential relative to water (dense = positive); labels are uint8.
     membrane_profile: see bilayer_density; membrane_label_width: nm labelled across each bilayer (4.5, the
     bilayer itself, or wider, as annotators draw membranes); protofilaments: microtubule walls made of
-    this many protofilaments with the 8 nm tubulin repeat along them (0: a smooth wall).
+    this many protofilaments with the 8 nm tubulin repeat along them (0: a smooth wall); label_actin: label
+    the actin-like filaments ACTIN where no other feature is (otherwise they are unlabelled distractors).
     """
     grid = _Grid(shape, pixel_size / 10.0)
     density = np.zeros(shape, dtype=np.float32)
@@ -448,9 +458,12 @@ def render(
         labels[(d <= half) & (d >= -sep - half) & (in_slab > 0.5)] = DOUBLE_MEMBRANE
 
     for f in cell.microtubules:
-        _render_filament(f, grid, density, labels, hollow=True, protofilaments=protofilaments)
+        _render_filament(f, grid, density, labels, MICROTUBULE, hollow=True, protofilaments=protofilaments)
+    actin = np.zeros(shape, dtype=np.uint8) if label_actin else None
     for f in cell.actin:
-        _render_filament(f, grid, density, labels, hollow=False)
+        _render_filament(f, grid, density, actin, ACTIN if label_actin else None, hollow=False)
+    if label_actin:  # where a filament crosses another feature, that feature's label stays
+        labels[(actin == ACTIN) & (labels == 0)] = ACTIN
     for r in cell.ribosomes:
         lo, hi = r.centre - 25.0, r.centre + 25.0
         sl, p = grid.box(lo, hi)
@@ -467,7 +480,10 @@ def render(
     return density, labels
 
 
-def _render_filament(f: Filament, grid: _Grid, density, labels, hollow: bool, protofilaments: int = 0):
+def _render_filament(f: Filament, grid: _Grid, density, labels, label, hollow: bool, protofilaments: int = 0):
+    """Add filament `f` to `density` (a tube wall if `hollow`, else a solid rod) and label its voxels within
+    its outer radius `label` (None: unlabelled).
+    """
     margin = f.radius + 3 * grid.edge + grid.px
     sl, p = grid.box(f.points.min(0) - margin, f.points.max(0) + margin)
     if sl is None:
@@ -492,11 +508,11 @@ def _render_filament(f: Filament, grid: _Grid, density, labels, hollow: bool, pr
         value = DENSITY["protein"] * _step(dn - f.radius, grid.edge)
     block = density[sl]
     block[near] += value
-    if hollow:
+    if label is not None:
         lab = labels[sl]
         inner = np.zeros_like(near)
         inner[near] = dn <= f.radius
-        lab[inner] = MICROTUBULE
+        lab[inner] = label
 
 
 def _wall_texture(points, voxels, nearest, protofilaments, repeat_nm=8.0):
@@ -779,6 +795,8 @@ class Conditions:
     protofilaments: int = 0  # microtubule wall texture (13 in cells; 0: a smooth wall)
     crowding: float = 1.0  # ribosomes and soluble proteins per volume, relative to the default
     invert_contrast: bool = False  # dense matter bright
+    label_actin: bool = False  # label the actin-like filaments as a fifth feature, "actin" (never randomised)
+    actin_density: float = 1.0  # actin-like filament bundles per area, relative to the default (never randomised)
 
     def check(self):
         """Raise ValueError naming the first option out of its range."""
@@ -799,6 +817,7 @@ class Conditions:
             (self.membrane_label_width > 0, "membrane label width must be positive (nm)"),
             (self.protofilaments >= 0, "protofilaments must be >= 0"),
             (self.crowding > 0, "crowding must be positive"),
+            (self.actin_density >= 0, "actin density must be >= 0"),
         ]
         for ok, problem in problems:
             if not ok:
@@ -812,7 +831,9 @@ def random_conditions(rng: np.random.Generator, depth_nm: float) -> Conditions:
     SNR 0.1-1 (log-uniform); defocus 1.5-6 um; tilt range +-40-70 degrees in 2-4 degree steps, mostly
     dose-symmetric, 60-180 e/A^2 (dose-weighted in 70%); lamella 55-95% of the field's depth; WBP (50%),
     SIRT-like (25%, 5-30 iterations) or denoised (25%); every membrane profile; membrane labels
-    4.5-9 nm wide; protofilament texture in half; crowding 0.6-1.6; dense matter bright in 15%.
+    4.5-9 nm wide; protofilament texture in half; crowding 0.6-1.6; dense matter bright in 15%. The label
+    set (label_actin) and the actin density are not drawn (the built-in models' training cells stay as
+    they were).
     """
     return Conditions(
         snr=float(np.exp(rng.uniform(np.log(0.1), np.log(1.0)))),
@@ -846,11 +867,11 @@ def simulate(
         randomise: draw every condition not given from `random_conditions` (seeded by `seed`).
         **conditions: any field of `Conditions` (snr, defocus, tilt_range, tilt_step, tilt_scheme, dose,
             dose_weighting, thickness, reconstruction, sirt_iterations, membrane_profile,
-            membrane_label_width, protofilaments, crowding, invert_contrast).
+            membrane_label_width, protofilaments, crowding, invert_contrast, label_actin, actin_density).
 
     Returns:
         SyntheticTomogram: tomogram, labels (0 background, 1 microtubule, 2 ribosome, 3 membrane,
-        4 double_membrane), ribosome centres and the conditions used.
+        4 double_membrane, and with label_actin 5 actin), ribosome centres and the conditions used.
 
     Raises:
         ValueError: a shape or condition out of range, or an unknown condition.
@@ -873,9 +894,9 @@ def simulate(
     given = {k: v for k, v in conditions.items() if v is not None}
     cond = replace(base, **given).check()
     rng = np.random.default_rng(seed)
-    cell = build_cell(extent, rng, cond.thickness, cond.crowding)
+    cell = build_cell(extent, rng, cond.thickness, cond.crowding, cond.actin_density)
     density, labels = render(
-        cell, shape, pixel_size, cond.membrane_profile, cond.membrane_label_width, cond.protofilaments
+        cell, shape, pixel_size, cond.membrane_profile, cond.membrane_label_width, cond.protofilaments, cond.label_actin
     )
     # Crowded cytoplasm texture: a few-nm random field in cytoplasm and mitochondrial matrix.
     tex_rng = np.random.default_rng([seed, 1])
@@ -899,4 +920,5 @@ def simulate(
         invert_contrast=cond.invert_contrast,
     )
     centres = np.array([r.centre for r in cell.ribosomes]).reshape(-1, 3) / (pixel_size / 10.0) - 0.5
-    return SyntheticTomogram(tomogram, labels, pixel_size, SYNTH_CLASSES, centres, density, cell, cond)
+    names = SYNTH_CLASSES + (("actin",) if cond.label_actin else ())
+    return SyntheticTomogram(tomogram, labels, pixel_size, names, centres, density, cell, cond)

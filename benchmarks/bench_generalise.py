@@ -52,12 +52,14 @@ FIELD = (64, 256, 256)  # voxels at 28 A
 TRAIN_SEED, TEST_SEED = 1, 1001
 
 
-def cell(work: Path, name: str, seed: int) -> dict:
-    """Simulate cell `seed` under condition `name`; write it; return paths and truth."""
+def cell(work: Path, name: str, seed: int, tag: str = "", **specimen) -> dict:
+    """Simulate cell `seed` under condition `name` (with `specimen`'s extra simulate options, files named
+    with `tag`); write it; return paths and truth.
+    """
     options, pixel_size = CONDITIONS[name]
     shape = tuple(int(round(n * 28.0 / pixel_size)) for n in FIELD)
-    sim = simulate(shape=shape, pixel_size=pixel_size, seed=seed, **options)
-    tomo, labels = work / f"{name}_{seed}_tomo.mrc", work / f"{name}_{seed}_labels.mrc"
+    sim = simulate(shape=shape, pixel_size=pixel_size, seed=seed, **options, **specimen)
+    tomo, labels = work / f"{name}_{seed}{tag}_tomo.mrc", work / f"{name}_{seed}{tag}_labels.mrc"
     write_volume(tomo, sim.tomogram, (pixel_size,) * 3)
     write_volume(labels, sim.labels, (pixel_size,) * 3, class_names=sim.class_names)
     return dict(tomogram=tomo, labels=labels, truth=sim.labels)

@@ -1,12 +1,20 @@
-"""Feature subsets: a user who annotates only some of the built-in model's features (only membranes, say).
+"""Feature sets other than the built-in model's: some of its features, or a feature it does not know.
 
-For each subset, one simulated 64 x 256 x 256 cell of the default condition (the condition matrix's cell
-1) is labelled with only those features (the others become background), and a model trains --minutes on
-it twice: fine-tuned from the built-in model `cellular-v1` (what `train` does by default for such
-features) and as a new network (`--from-scratch`). Both are scored, mean Dice over the subset's features,
-on the matrix's test cell 1001 under four conditions.
+`--sets subsets`: one simulated 64 x 256 x 256 cell of the default condition (the condition matrix's cell
+1) is labelled with only some of the built-in model's features (the others become background), and a
+model trains --minutes on it twice: as `train` does by default for such features (fine-tuning the
+built-in model `cellular-v1`) and as a new network (`--from-scratch`).
 
-    python benchmarks/bench_subsets.py                 # 3 subsets x 2 starts, 2 min each (~15 min)
+`--sets beyond`: the same cells simulated with their actin-like filaments labelled as a fifth feature,
+`actin` (ACTIN_DENSITY times the default number of bundles), which `cellular-v1` does not know; each set
+with actin trains fine-tuned from `cellular-v1` (`--init cellular-v1`: a new output row for actin, the
+rest of the network and the known features' outputs kept) and as a new network.
+
+Every model is scored, mean Dice over the set's features (and each feature's Dice in the JSON), on the
+matrix's test cell 1001 under four conditions.
+
+    python benchmarks/bench_subsets.py                   # both, 6 sets x 2 starts, 2 min each (~30 min)
+    python benchmarks/bench_subsets.py --sets beyond     # only the sets with actin (~15 min)
 
 Training is time-bounded: run nothing else on the machine meanwhile.
 """
@@ -26,15 +34,26 @@ from annotomo import TrainConfig, segment, train
 from annotomo.conventions import NOT_ANNOTATED, SYNTH_CLASSES
 from annotomo.volumes import write_volume
 
-SUBSETS = [["membrane"], ["microtubule"], ["ribosome", "membrane"]]
+BUILTIN = "cellular-v1"
+ACTIN_DENSITY = 4.0
+SETS = {  # group: (feature sets, the fine-tuned row's start, simulate options of its cells)
+    "subsets": ([["membrane"], ["microtubule"], ["ribosome", "membrane"]], "auto", {}),
+    "beyond": (
+        [["actin"], ["membrane", "actin"], [*SYNTH_CLASSES, "actin"]],
+        BUILTIN,
+        dict(label_actin=True, actin_density=ACTIN_DENSITY),
+    ),
+}
+ALL_CLASSES = (*SYNTH_CLASSES, "actin")  # the simulator's labels with label_actin
+JSON_NAMES = dict(subsets="subsets.json", beyond="beyond.json", all="feature_sets.json")
 TEST_CONDITIONS = ["default", "low_snr", "sirt", "defocus5_tilt45"]
 
 
 def only(labels: np.ndarray, names: list[str]) -> np.ndarray:
-    """`labels` (the simulator's four features) relabelled for the features `names` (1 = names[0] ...)."""
+    """`labels` (the simulator's features) relabelled for the features `names` (1 = names[0] ...)."""
     out = np.zeros_like(labels)
     for k, name in enumerate(names, start=1):
-        out[labels == SYNTH_CLASSES.index(name) + 1] = k
+        out[labels == ALL_CLASSES.index(name) + 1] = k
     out[labels == NOT_ANNOTATED] = NOT_ANNOTATED
     return out
 
@@ -42,54 +61,70 @@ def only(labels: np.ndarray, names: list[str]) -> np.ndarray:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=2.0)
-    ap.add_argument("--json", default=str(RESULTS / "subsets.json"))
+    ap.add_argument("--sets", choices=[*SETS, "all"], default="all")
+    ap.add_argument("--json", help=f"default: benchmarks/results/ + {JSON_NAMES}")
     args = ap.parse_args()
+    groups = list(SETS) if args.sets == "all" else [args.sets]
+    json_path = Path(args.json or RESULTS / JSON_NAMES[args.sets])
     result = dict(
         **results_header(),
         minutes=args.minutes,
         train_seed=TRAIN_SEED,
         test_seed=TEST_SEED,
+        actin_density=ACTIN_DENSITY,
         rows=[],
     )
-    print(f"{'features':<20}{'start':<14}{'iterations':>11}" + "".join(f"{c[:15]:>16}" for c in TEST_CONDITIONS))
+    print(f"{'features':<42}{'start':<14}{'iterations':>11}" + "".join(f"{c[:15]:>16}" for c in TEST_CONDITIONS))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = cell(work, "default", TRAIN_SEED)
-        tests = {name: cell(work, name, TEST_SEED) for name in TEST_CONDITIONS}
-        for names in SUBSETS:
-            labels = work / f"labels_{'_'.join(names)}.mrc"
-            write_volume(labels, only(data["truth"], names), (28.0,) * 3)
-            for init in ("auto", None):
-                model = work / f"model_{'_'.join(names)}_{init}.annotomo"
-                trained = train(
-                    [data["tomogram"]],
-                    [labels],
-                    names,
-                    model,
-                    TrainConfig(minutes=args.minutes),
-                    progress=False,
-                    log=lambda *a: None,
-                    overwrite=True,
-                    init=init,
-                )
-                row = dict(features=names, started_from=started_from(model), iterations=trained.iterations, scores={})
-                for name, test in tests.items():
-                    written = segment(model, [test["tomogram"]], work / "out", overwrite=True, progress=False,
-                                      log=lambda *a: None)[0]  # fmt: skip
-                    scored = score_test_cells([written["labels"]], [only(test["truth"], names)], names)
-                    row["scores"][name] = round(scored["first"]["mean_dice"], 4)
-                result["rows"].append(row)
-                print(
-                    f"{'+'.join(names):<20}{str(row['started_from'] or 'new network'):<14}{trained.iterations:>11}"
-                    + "".join(f"{row['scores'][c]:>16.3f}" for c in TEST_CONDITIONS),
-                    flush=True,
-                )
+        for group in groups:
+            feature_sets, start, specimen = SETS[group]
+            tag = "_actin" if specimen else ""
+            data = cell(work, "default", TRAIN_SEED, tag, **specimen)
+            tests = {name: cell(work, name, TEST_SEED, tag, **specimen) for name in TEST_CONDITIONS}
+            for names in feature_sets:
+                labels = work / f"labels_{'_'.join(names)}.mrc"
+                write_volume(labels, only(data["truth"], names), (28.0,) * 3)
+                for init in (start, None):
+                    result["rows"].append(train_and_score(work, data, labels, names, init, tests, args.minutes))
+                    row = result["rows"][-1]
+                    print(
+                        f"{'+'.join(names):<42}{str(row['started_from'] or 'new network'):<14}"
+                        f"{row['iterations']:>11}" + "".join(f"{row['scores'][c]:>16.3f}" for c in TEST_CONDITIONS),
+                        flush=True,
+                    )
     pairs = list(zip(result["rows"][::2], result["rows"][1::2], strict=True))
     wins = sum(ft["scores"][c] > new["scores"][c] for ft, new in pairs for c in TEST_CONDITIONS)
     result["fine_tuned_higher"] = dict(cells=wins, of=len(pairs) * len(TEST_CONDITIONS))
     print(f"fine-tuned from the built-in model higher on {wins} of {len(pairs) * len(TEST_CONDITIONS)} cells")
-    Path(args.json).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.json}")
+    json_path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {json_path}")
+
+
+def train_and_score(work: Path, data: dict, labels: Path, names: list[str], init, tests: dict, minutes: float):
+    """Train on `data`'s tomogram with `labels` from `init` (None: a new network); score on `tests`."""
+    model = work / f"model_{'_'.join(names)}_{init}.annotomo"
+    trained = train(
+        [data["tomogram"]],
+        [labels],
+        names,
+        model,
+        TrainConfig(minutes=minutes),
+        progress=False,
+        log=lambda *a: None,
+        overwrite=True,
+        init=init,
+    )
+    row = dict(
+        features=names, started_from=started_from(model), iterations=trained.iterations, scores={}, per_feature={}
+    )
+    for name, test in tests.items():
+        written = segment(model, [test["tomogram"]], work / "out", overwrite=True, progress=False,
+                          log=lambda *a: None)[0]  # fmt: skip
+        scored = score_test_cells([written["labels"]], [only(test["truth"], names)], names)["first"]
+        row["scores"][name] = round(scored["mean_dice"], 4)
+        row["per_feature"][name] = {k: round(v["dice"], 4) for k, v in scored["classes"].items()}
+    return row
 
 
 if __name__ == "__main__":

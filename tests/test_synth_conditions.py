@@ -205,6 +205,38 @@ def test_crowding_scales_the_number_of_particles():
     assert counts[0.5] / counts[1.0] == pytest.approx(0.5, abs=0.12)
 
 
+def test_actin_can_be_labelled_as_a_fifth_feature_seven_nanometres_wide():
+    extent = (60.0, 60.0, 100.0)
+    cell = Cell(extent=np.asarray(extent), slab=(0.0, extent[0]))
+    x = np.arange(5.0, 95.0, 1.0)
+    axis = np.column_stack([np.full_like(x, 30.0), np.full_like(x, 30.0), x])
+    cell.actin.append(Filament(axis, synth.ACTIN_RADIUS))
+    pixel = 5.0  # Angstrom: 0.5 nm voxels
+    density, unlabelled = render(cell, (120, 120, 200), pixel)
+    same, labels = render(cell, (120, 120, 200), pixel, label_actin=True)
+    assert not unlabelled.any()  # by default actin is an unlabelled distractor
+    assert np.array_equal(density, same)  # labelling does not change the specimen
+    rod = labels == synth.ACTIN
+    cross_section = np.count_nonzero(rod[:, :, 100]) * 0.5**2  # nm^2
+    assert cross_section == pytest.approx(np.pi * synth.ACTIN_RADIUS**2, rel=0.1)
+    assert density[rod].mean() > 0.8 * synth.DENSITY["protein"]  # a solid protein rod
+    assert rod[:, :, 20:180].any(axis=(0, 1)).all()  # labelled along its length
+
+
+def test_labelled_actin_is_the_same_cell_with_a_fifth_class_and_a_density_option():
+    plain = simulate(shape=SMALL, seed=1, actin_density=6)
+    labelled = simulate(shape=SMALL, seed=1, actin_density=6, label_actin=True)
+    assert labelled.class_names == synth.SYNTH_CLASSES + ("actin",) and plain.class_names == synth.SYNTH_CLASSES
+    assert np.array_equal(plain.tomogram, labelled.tomogram)
+    actin = labelled.labels == synth.ACTIN
+    assert actin.any() and np.array_equal(np.where(actin, 0, labelled.labels), plain.labels)
+    extent = np.array([150.0, 600.0, 600.0])
+    counts = {
+        d: len(synth.build_cell(extent, np.random.default_rng(0), actin_density=d).actin) for d in (0.0, 1.0, 4.0)
+    }
+    assert counts[0.0] == 0 and counts[4.0] / counts[1.0] == pytest.approx(4, rel=0.35)
+
+
 def test_inverted_contrast_shows_dense_matter_bright():
     normal = simulate(shape=SMALL, seed=6)
     inverted = simulate(shape=SMALL, seed=6, invert_contrast=True)
@@ -234,6 +266,7 @@ def test_conditions_out_of_range_are_refused():
         dict(tilt_step=0),
         dict(membrane_profile="x"),
         dict(crowding=0),
+        dict(actin_density=-1),
     ):
         with pytest.raises(ValueError):
             simulate(shape=(16, 48, 48), **bad)
@@ -275,6 +308,9 @@ def test_synth_cli_takes_every_condition_and_records_it(tmp_path):
         "--crowding",
         1.2,
         "--invert-contrast",
+        "--label-actin",
+        "--actin-density",
+        2,
     )
     assert code == 0, err
     recorded = json.loads((tmp_path / "c_conditions.json").read_text())["conditions"]
@@ -294,8 +330,10 @@ def test_synth_cli_takes_every_condition_and_records_it(tmp_path):
         protofilaments=13,
         crowding=1.2,
         invert_contrast=True,
+        label_actin=True,
+        actin_density=2.0,
     )
-    assert "reconstruction sirt" in out
+    assert "reconstruction sirt" in out and "5  actin" in out
     code, _, err = run_cli("synth", tmp_path / "r", "--shape", 16, 64, 64, "--randomise", "--snr", 0.4)
     assert code == 0, err
     assert json.loads((tmp_path / "r_conditions.json").read_text())["conditions"]["snr"] == 0.4
