@@ -115,14 +115,17 @@ def builtin_models() -> dict[str, Path]:
 
 
 def builtin_models_for(class_names) -> list[str]:
-    """The built-in models that know every one of these features (fine-tuning candidates): those whose
-    features are exactly these, in this order, first, then those that know them among others.
+    """The built-in models to fine-tune for these features, best first: those whose features are exactly
+    these, in this order; those that know them among others; then those all of whose features are among
+    these (the others new to it). A model that knows only some of these, and not all of its own are
+    named, is not one (benchmarks/RESULTS.md#subsets).
     """
     names = list(class_names)
     known = {name: read_model_info(path).class_names for name, path in builtin_models().items()}
     exact = [name for name, features in known.items() if features == names]
     among = [name for name, features in known.items() if features != names and set(names) <= set(features)]
-    return exact + among
+    beyond = [name for name, features in known.items() if set(features) < set(names)]
+    return exact + among + beyond
 
 
 def resolve_model(spec) -> Path:

@@ -8,13 +8,16 @@ built-in model `cellular-v1`) and as a new network (`--from-scratch`).
 `--sets beyond`: the same cells simulated with their actin-like filaments labelled as a fifth feature,
 `actin` (ACTIN_DENSITY times the default number of bundles), which `cellular-v1` does not know; each set
 with actin trains fine-tuned from `cellular-v1` (`--init cellular-v1`: a new output row for actin, the
-rest of the network and the known features' outputs kept) and as a new network.
+rest of the network and the known features' outputs kept; at the new-network rate, as `train` fine-tunes
+for a feature new to the model) and as a new network. Each row records what `train`'s automatic start
+picks for its features.
 
 Every model is scored, mean Dice over the set's features (and each feature's Dice in the JSON), on the
 matrix's test cell 1001 under four conditions.
 
     python benchmarks/bench_subsets.py                   # both, 6 sets x 2 starts, 2 min each (~30 min)
     python benchmarks/bench_subsets.py --sets beyond     # only the sets with actin (~15 min)
+    python benchmarks/bench_subsets.py --sets beyond --recipe '{"learning_rate": 6e-3}' --fine-tuned-only
 
 Training is time-bounded: run nothing else on the machine meanwhile.
 """
@@ -32,6 +35,7 @@ from common import RESULTS, results_header, score_test_cells, started_from
 
 from annotomo import TrainConfig, segment, train
 from annotomo.conventions import NOT_ANNOTATED, SYNTH_CLASSES
+from annotomo.training import choose_start
 from annotomo.volumes import write_volume
 
 BUILTIN = "cellular-v1"
@@ -62,6 +66,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=2.0)
     ap.add_argument("--sets", choices=[*SETS, "all"], default="all")
+    ap.add_argument("--recipe", type=json.loads, default={}, help="TrainConfig fields as JSON, for every model")
+    ap.add_argument("--fine-tuned-only", action="store_true", help="skip the new networks")
     ap.add_argument("--json", help=f"default: benchmarks/results/ + {JSON_NAMES}")
     args = ap.parse_args()
     groups = list(SETS) if args.sets == "all" else [args.sets]
@@ -72,6 +78,7 @@ def main():
         train_seed=TRAIN_SEED,
         test_seed=TEST_SEED,
         actin_density=ACTIN_DENSITY,
+        recipe=args.recipe,
         rows=[],
     )
     print(f"{'features':<42}{'start':<14}{'iterations':>11}" + "".join(f"{c[:15]:>16}" for c in TEST_CONDITIONS))
@@ -85,23 +92,25 @@ def main():
             for names in feature_sets:
                 labels = work / f"labels_{'_'.join(names)}.mrc"
                 write_volume(labels, only(data["truth"], names), (28.0,) * 3)
-                for init in (start, None):
-                    result["rows"].append(train_and_score(work, data, labels, names, init, tests, args.minutes))
+                for init in (start,) if args.fine_tuned_only else (start, None):
+                    config = TrainConfig(minutes=args.minutes, **args.recipe)
+                    result["rows"].append(train_and_score(work, data, labels, names, init, tests, config))
                     row = result["rows"][-1]
                     print(
                         f"{'+'.join(names):<42}{str(row['started_from'] or 'new network'):<14}"
                         f"{row['iterations']:>11}" + "".join(f"{row['scores'][c]:>16.3f}" for c in TEST_CONDITIONS),
                         flush=True,
                     )
-    pairs = list(zip(result["rows"][::2], result["rows"][1::2], strict=True))
-    wins = sum(ft["scores"][c] > new["scores"][c] for ft, new in pairs for c in TEST_CONDITIONS)
-    result["fine_tuned_higher"] = dict(cells=wins, of=len(pairs) * len(TEST_CONDITIONS))
-    print(f"fine-tuned from the built-in model higher on {wins} of {len(pairs) * len(TEST_CONDITIONS)} cells")
+    if not args.fine_tuned_only:
+        pairs = list(zip(result["rows"][::2], result["rows"][1::2], strict=True))
+        wins = sum(ft["scores"][c] > new["scores"][c] for ft, new in pairs for c in TEST_CONDITIONS)
+        result["fine_tuned_higher"] = dict(cells=wins, of=len(pairs) * len(TEST_CONDITIONS))
+        print(f"fine-tuned from the built-in model higher on {wins} of {len(pairs) * len(TEST_CONDITIONS)} cells")
     json_path.write_text(json.dumps(result, indent=1))
     print(f"wrote {json_path}")
 
 
-def train_and_score(work: Path, data: dict, labels: Path, names: list[str], init, tests: dict, minutes: float):
+def train_and_score(work: Path, data: dict, labels: Path, names: list[str], init, tests: dict, config: TrainConfig):
     """Train on `data`'s tomogram with `labels` from `init` (None: a new network); score on `tests`."""
     model = work / f"model_{'_'.join(names)}_{init}.annotomo"
     trained = train(
@@ -109,14 +118,20 @@ def train_and_score(work: Path, data: dict, labels: Path, names: list[str], init
         [labels],
         names,
         model,
-        TrainConfig(minutes=minutes),
+        config,
         progress=False,
         log=lambda *a: None,
         overwrite=True,
         init=init,
     )
     row = dict(
-        features=names, started_from=started_from(model), iterations=trained.iterations, scores={}, per_feature={}
+        features=names,
+        started_from=started_from(model),
+        automatic_start=choose_start([data["tomogram"]], names, TrainConfig(), log=lambda *a: None),
+        learning_rate=json.loads(model.with_name(model.name + ".log.json").read_text())["config"]["learning_rate"],
+        iterations=trained.iterations,
+        scores={},
+        per_feature={},
     )
     for name, test in tests.items():
         written = segment(model, [test["tomogram"]], work / "out", overwrite=True, progress=False,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 NEW_NETWORK_LEARNING_RATE = 6e-3
-FINE_TUNING_LEARNING_RATE = 1e-3  # RESULTS.md#generalise: fine-tuned models carry over further than at 6e-3
+# Fine-tuning for features the model knows: it carries over further than at 6e-3 (RESULTS.md#generalise).
+FINE_TUNING_LEARNING_RATE = 1e-3
 
 
 @dataclass
@@ -23,8 +24,9 @@ class TrainConfig:
         patch: training patch size in pixels (square, in the slice plane).
         batch_size: patches per iteration.
         learning_rate: AdamW's peak learning rate (cosine schedule over the budget, 30 warm-up steps);
-            None: NEW_NETWORK_LEARNING_RATE for a new network, FINE_TUNING_LEARNING_RATE when training
-            starts from a model (lower, so that minutes on one tomogram keep more of what it knew).
+            None: FINE_TUNING_LEARNING_RATE when training starts from a model that knows every feature
+            (lower, so that minutes on one tomogram keep more of what it knew), else
+            NEW_NETWORK_LEARNING_RATE (a new network, or a model fine-tuned for a feature it lacks).
         weight_decay: AdamW's weight decay.
         minutes: wall-clock training budget (ignored when `iterations` is set).
         iterations: train exactly this many iterations (a deterministic length) instead of `minutes`.

@@ -94,8 +94,8 @@ def train(
         overwrite: replace an existing `out`.
         init: a model file or built-in model name to start from (fine-tuning): its architecture, context
             slices, normalisation and pixel size are kept; training pairs at another pixel size are
-            resampled to it. "auto" (default): the built-in model whose features are `class_names`, when
-            the settings and pixel sizes suit it (`choose_start`), else a new network. None: a new network.
+            resampled to it. "auto" (default): the built-in model for `class_names` (`choose_start`), when
+            the settings and pixel sizes suit it, else a new network. None: a new network.
         stop: an object with `is_set()` (e.g. threading.Event) or a callable; when true, training stops
             at the end of the current iteration and keeps the best model so far (like Ctrl-C).
         on_epoch: called with each epoch's history entry (losses, Dice per feature).
@@ -280,7 +280,9 @@ def train(
 def _starting_point(init, tomograms, class_names, config, log):
     """(network, config, parent info, parent record) where training starts; all but config None for a new
     network, which `_new_model` makes once the data's pixel size is known. The config gets the learning
-    rate for the case when it leaves it unset.
+    rate for the case when it leaves it unset: the fine-tuning rate where the parent knows every feature,
+    else the new-network rate (a feature new to the parent learns too slowly at the fine-tuning rate:
+    benchmarks/RESULTS.md#subsets).
     """
     model = parent = record = None
     if init == AUTO:
@@ -288,7 +290,8 @@ def _starting_point(init, tomograms, class_names, config, log):
     if init is not None:
         model, config, parent, record = start_from(init, class_names, config, log)
     if config.learning_rate is None:  # the log and model record the rate used
-        config = replace(config, learning_rate=FINE_TUNING_LEARNING_RATE if parent else NEW_NETWORK_LEARNING_RATE)
+        knows_all = parent is not None and set(class_names) <= set(parent.class_names)
+        config = replace(config, learning_rate=FINE_TUNING_LEARNING_RATE if knows_all else NEW_NETWORK_LEARNING_RATE)
     return model, config, parent, record
 
 
@@ -370,31 +373,35 @@ def _check_class_names(class_names):
 
 
 def choose_start(tomograms, class_names, config: TrainConfig, log=print) -> str | None:
-    """What `init="auto"` starts from: the built-in model that knows these features, or None.
+    """What `init="auto"` starts from: a built-in model for these features (`builtin_models_for`), or None.
 
     A model that knows exactly these features comes first; one that knows them among others is
-    fine-tuned with its other features as background (its outputs for them are dropped).
+    fine-tuned with its other features as background (its outputs for them are dropped); one whose
+    features are all named, with others it does not know, is fine-tuned with new outputs for those.
 
     Fine-tuning it carries over to other imaging conditions far better than a new network trained as long
-    (benchmarks/RESULTS.md#generalise), so it is the default wherever the result can be the same kind of
-    model: the same architecture, context slices and contrast as the built-in model, and every training
-    tomogram's pixel size known and within a factor of AUTO_PIXEL_RATIO of its own (fine-tuning resamples
-    the pairs to the model's pixel size; further off, a model at the data's own pixel size keeps detail).
-    Each refusal says why.
+    (benchmarks/RESULTS.md#generalise, #subsets), so it is the default wherever the result can be the same
+    kind of model: the same architecture, context slices and contrast as the built-in model, and every
+    training tomogram's pixel size known and within a factor of AUTO_PIXEL_RATIO of its own (fine-tuning
+    resamples the pairs to the model's pixel size; further off, a model at the data's own pixel size keeps
+    detail). Each refusal says why.
     """
     for name in builtin_models_for(class_names):
         info = read_model_info(name)
+        new = [n for n in class_names if n not in info.class_names]
+        knows = f"{', '.join(info.class_names)} of these features" if new else "these features"
         why = _unsuitable_start(name, info, tomograms, config)
         if why is None:
             others = [n for n in info.class_names if n not in class_names]
             log(
-                f"starting from the built-in model {name}, which knows these features"
+                f"starting from the built-in model {name}, which knows {knows}"
                 + (f" (its {', '.join(others)} count as background here)" if others else "")
+                + (f" (it learns {', '.join(new)} anew)" if new else "")
                 + ": it carries over to other imaging conditions far better than a new network "
                 "(benchmarks/RESULTS.md#generalise); --from-scratch (init=None) trains a new one"
             )
             return name
-        log(f"training a new network: the built-in model {name} knows these features, but {why}")
+        log(f"training a new network: the built-in model {name} knows {knows}, but {why}")
     return None
 
 
