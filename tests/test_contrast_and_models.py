@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import QUIET, assert_clean_error, run_cli, save_untrained_model
 
-from annotomo import TrainConfig, modelfile, read_model_info, segment, train
+from annotomo import TrainConfig, modelfile, read_model_info, segment, simulate, train
 from annotomo.conventions import SYNTH_CLASSES
 from annotomo.modelfile import load_model
 from annotomo.training.config import FINE_TUNING_LEARNING_RATE, NEW_NETWORK_LEARNING_RATE
@@ -281,3 +281,33 @@ def test_the_automatic_start_fine_tunes_the_built_in_model_for_some_of_its_featu
         assert torch.allclose(child.head.weight[new * rows : (new + 1) * rows],
                               builtin.head.weight[old * rows : (old + 1) * rows], atol=1e-6)  # fmt: skip
     assert child.head.weight.shape[0] == 3 * rows
+
+
+def test_the_automatic_start_fine_tunes_the_built_in_model_for_more_features_at_the_new_network_rate(tmp_path):
+    sim = simulate(shape=(32, 192, 192), seed=11, label_actin=True, actin_density=4)
+    assert sim.class_names == (*SYNTH_CLASSES, "actin") and (sim.labels == 5).any()
+    tomogram, config = tmp_path / "t.mrc", _finetune_config(iterations=1, epoch_iterations=1)
+    write_volume(tomogram, sim.tomogram, (28.0,) * 3)
+
+    def labels_for(names):
+        path = tmp_path / f"l_{'_'.join(names)}.mrc"
+        index = [(*SYNTH_CLASSES, "actin").index(n) + 1 for n in names]
+        write_volume(path, np.select([sim.labels == i for i in index], range(1, len(names) + 1), 0).astype(np.uint8),
+                     (28.0,) * 3)  # fmt: skip
+        return path
+
+    everything = list(sim.class_names)  # all four of cellular-v1's features and actin
+    parent, said = _train_and_tell(tmp_path, tomogram, labels_for(everything), everything, config)
+    assert parent == "cellular-v1"
+    known = "microtubule, ribosome, membrane, double_membrane of these features (it learns actin anew)"
+    assert any(f"built-in model cellular-v1, which knows {known}" in str(m) for m in said), said
+    assert said[-1] == NEW_NETWORK_LEARNING_RATE  # a feature new to the model: the new-network rate
+    assert load_model(tmp_path / "m.annotomo")[0].head.weight.shape[0] == 6 * 16  # background + 5, fold 4
+
+    some = ["membrane", "actin"]  # only some of its features: a new network
+    parent, said = _train_and_tell(tmp_path, tomogram, labels_for(some), some, config)
+    assert parent is None and not any("built-in" in str(m) for m in said), said
+    parent, said = _train_and_tell(tmp_path, tomogram, labels_for(some), some, config, init="cellular-v1")
+    assert parent == "cellular-v1" and said[-1] == NEW_NETWORK_LEARNING_RATE  # asked for: still a new feature
+    parent, said = _train_and_tell(tmp_path, tomogram, labels_for(["membrane"]), ["membrane"], config)
+    assert parent == "cellular-v1" and said[-1] == FINE_TUNING_LEARNING_RATE  # features it knows: the lower rate
