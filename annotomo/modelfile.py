@@ -117,8 +117,8 @@ def builtin_models() -> dict[str, Path]:
 def builtin_models_for(class_names) -> list[str]:
     """The built-in models to fine-tune for these features, best first: those whose features are exactly
     these, in this order; those that know them among others; then those all of whose features are among
-    these (the others new to it). A model that knows only some of these, and not all of its own are
-    named, is not one (benchmarks/RESULTS.md#subsets).
+    these (the others new to it). One that shares only some of these features is not a candidate
+    (benchmarks/RESULTS.md#beyond).
     """
     names = list(class_names)
     known = {name: read_model_info(path).class_names for name, path in builtin_models().items()}

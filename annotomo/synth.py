@@ -459,9 +459,9 @@ def render(
 
     for f in cell.microtubules:
         _render_filament(f, grid, density, labels, MICROTUBULE, hollow=True, protofilaments=protofilaments)
-    actin = np.zeros(shape, dtype=np.uint8) if label_actin else None
+    actin = np.zeros_like(labels)
     for f in cell.actin:
-        _render_filament(f, grid, density, actin, ACTIN if label_actin else None, hollow=False)
+        _render_filament(f, grid, density, actin, ACTIN, hollow=False)
     if label_actin:  # where a filament crosses another feature, that feature's label stays
         labels[(actin == ACTIN) & (labels == 0)] = ACTIN
     for r in cell.ribosomes:
