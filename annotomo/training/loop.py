@@ -282,7 +282,7 @@ def _starting_point(init, tomograms, class_names, config, log):
     network, which `_new_model` makes once the data's pixel size is known. The config gets the learning
     rate for the case when it leaves it unset: the fine-tuning rate where the parent knows every feature,
     else the new-network rate (a feature new to the parent learns too slowly at the fine-tuning rate:
-    benchmarks/RESULTS.md#subsets).
+    benchmarks/RESULTS.md#beyond).
     """
     model = parent = record = None
     if init == AUTO:
@@ -380,7 +380,7 @@ def choose_start(tomograms, class_names, config: TrainConfig, log=print) -> str 
     features are all named, with others it does not know, is fine-tuned with new outputs for those.
 
     Fine-tuning it carries over to other imaging conditions far better than a new network trained as long
-    (benchmarks/RESULTS.md#generalise, #subsets), so it is the default wherever the result can be the same
+    (benchmarks/RESULTS.md#generalise, #subsets, #beyond), so it is the default wherever the result can be the same
     kind of model: the same architecture, context slices and contrast as the built-in model, and every
     training tomogram's pixel size known and within a factor of AUTO_PIXEL_RATIO of its own (fine-tuning
     resamples the pairs to the model's pixel size; further off, a model at the data's own pixel size keeps
