@@ -10,13 +10,15 @@ built-in model `cellular-v1`) and as a new network (`--from-scratch`).
 with actin trains fine-tuned from `cellular-v1` (`--init cellular-v1`: a new output row for actin, the
 rest of the network and the known features' outputs kept; at the new-network rate, as `train` fine-tunes
 for a feature new to the model) and as a new network. Each row records what `train`'s automatic start
-picks for its features.
+picks for its features. `--sets partial`: three more sets with actin that share only some of
+`cellular-v1`'s features, trained the same two ways.
 
 Every model is scored, mean Dice over the set's features (and each feature's Dice in the JSON), on the
 matrix's test cell 1001 under four conditions.
 
-    python benchmarks/bench_subsets.py                   # both, 6 sets x 2 starts, 2 min each (~30 min)
-    python benchmarks/bench_subsets.py --sets beyond     # only the sets with actin (~15 min)
+    python benchmarks/bench_subsets.py                   # all, 9 sets x 2 starts, 2 min each (~55 min)
+    python benchmarks/bench_subsets.py --sets beyond     # the sets with actin (~18 min)
+    python benchmarks/bench_subsets.py --sets partial    # more sets sharing some features (~18 min)
     python benchmarks/bench_subsets.py --sets beyond --recipe '{"learning_rate": 6e-3}' --fine-tuned-only
 
 Training is time-bounded: run nothing else on the machine meanwhile.
@@ -47,9 +49,14 @@ SETS = {  # group: (feature sets, the fine-tuned row's start, simulate options o
         BUILTIN,
         dict(label_actin=True, actin_density=ACTIN_DENSITY),
     ),
+    "partial": (  # more sets that share only some of its features, as "beyond"
+        [["microtubule", "actin"], ["ribosome", "actin"], ["membrane", "double_membrane", "actin"]],
+        BUILTIN,
+        dict(label_actin=True, actin_density=ACTIN_DENSITY),
+    ),
 }
 ALL_CLASSES = (*SYNTH_CLASSES, "actin")  # the simulator's labels with label_actin
-JSON_NAMES = dict(subsets="subsets.json", beyond="beyond.json", all="feature_sets.json")
+JSON_NAMES = dict(subsets="subsets.json", beyond="beyond.json", partial="partial.json", all="feature_sets.json")
 TEST_CONDITIONS = ["default", "low_snr", "sirt", "defocus5_tilt45"]
 
 
