@@ -212,8 +212,8 @@ def _add_train(sub):
         "--init",
         metavar="MODEL",
         help="start from this model file or built-in model (fine-tuning): keeps its architecture, "
-        "context slices, contrast and pixel size (default: a built-in model that knows the --classes, or "
-        "all of whose features are among them, when the settings and pixel size suit it)",
+        "context slices, contrast and pixel size (default: a built-in model that knows some or all of the "
+        "--classes, when the settings and pixel size suit it)",
     )
     p.add_argument(
         "--from-scratch",

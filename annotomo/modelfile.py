@@ -116,16 +116,18 @@ def builtin_models() -> dict[str, Path]:
 
 def builtin_models_for(class_names) -> list[str]:
     """The built-in models to fine-tune for these features, best first: those whose features are exactly
-    these, in this order; those that know them among others; then those all of whose features are among
-    these (the others new to it). One that shares only some of these features is not a candidate
-    (benchmarks/RESULTS.md#beyond).
+    these, in this order; those that know them among others; those all of whose features are among these
+    (the others new to it); then those that share some of them, most first. One that shares none is not a
+    candidate (benchmarks/RESULTS.md#beyond).
     """
     names = list(class_names)
     known = {name: read_model_info(path).class_names for name, path in builtin_models().items()}
     exact = [name for name, features in known.items() if features == names]
     among = [name for name, features in known.items() if features != names and set(names) <= set(features)]
     beyond = [name for name, features in known.items() if set(features) < set(names)]
-    return exact + among + beyond
+    shared = {name: len(set(names) & set(features)) for name, features in known.items()}
+    some = sorted((n for n in known if shared[n] and n not in exact + among + beyond), key=lambda n: -shared[n])
+    return exact + among + beyond + some
 
 
 def resolve_model(spec) -> Path:

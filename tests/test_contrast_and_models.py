@@ -283,7 +283,7 @@ def test_the_automatic_start_fine_tunes_the_built_in_model_for_some_of_its_featu
     assert child.head.weight.shape[0] == 3 * rows
 
 
-def test_the_automatic_start_fine_tunes_the_built_in_model_for_more_features_at_the_new_network_rate(tmp_path):
+def test_the_automatic_start_fine_tunes_the_built_in_model_for_new_features_at_the_new_network_rate(tmp_path):
     sim = simulate(shape=(32, 192, 192), seed=11, label_actin=True, actin_density=4)
     assert sim.class_names == (*SYNTH_CLASSES, "actin") and (sim.labels == 5).any()
     tomogram, config = tmp_path / "t.mrc", _finetune_config(iterations=1, epoch_iterations=1)
@@ -304,10 +304,12 @@ def test_the_automatic_start_fine_tunes_the_built_in_model_for_more_features_at_
     assert said[-1] == NEW_NETWORK_LEARNING_RATE  # a feature new to the model: the new-network rate
     assert load_model(tmp_path / "m.annotomo")[0].head.weight.shape[0] == 6 * 16  # background + 5, fold 4
 
-    some = ["membrane", "actin"]  # only some of its features: a new network
+    some = ["actin", "membrane"]  # some of its features and a new one: fine-tuned too
     parent, said = _train_and_tell(tmp_path, tomogram, labels_for(some), some, config)
-    assert parent is None and not any("built-in" in str(m) for m in said), said
-    parent, said = _train_and_tell(tmp_path, tomogram, labels_for(some), some, config, init="cellular-v1")
-    assert parent == "cellular-v1" and said[-1] == NEW_NETWORK_LEARNING_RATE  # asked for: still a new feature
+    assert parent == "cellular-v1" and said[-1] == NEW_NETWORK_LEARNING_RATE
+    told = "which knows membrane of these features (its microtubule, ribosome, double_membrane count as background"
+    assert any(told in str(m) and "(it learns actin anew)" in str(m) for m in said), said
+    parent, said = _train_and_tell(tmp_path, tomogram, labels_for(["actin"]), ["actin"], config)
+    assert parent is None and not any("built-in" in str(m) for m in said), said  # none of its features
     parent, said = _train_and_tell(tmp_path, tomogram, labels_for(["membrane"]), ["membrane"], config)
     assert parent == "cellular-v1" and said[-1] == FINE_TUNING_LEARNING_RATE  # features it knows: the lower rate

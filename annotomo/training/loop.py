@@ -377,7 +377,8 @@ def choose_start(tomograms, class_names, config: TrainConfig, log=print) -> str 
 
     A model that knows exactly these features comes first; one that knows them among others is
     fine-tuned with its other features as background (its outputs for them are dropped); one whose
-    features are all named, with others it does not know, is fine-tuned with new outputs for those.
+    features are all named, with others it does not know, is fine-tuned with new outputs for those; one
+    that shares some of them, both. A model that shares none is not used.
 
     Fine-tuning it carries over to other imaging conditions far better than a new network trained as long
     (benchmarks/RESULTS.md#generalise, #subsets, #beyond), so it is the default wherever the result can be the same
@@ -389,7 +390,8 @@ def choose_start(tomograms, class_names, config: TrainConfig, log=print) -> str 
     for name in builtin_models_for(class_names):
         info = read_model_info(name)
         new = [n for n in class_names if n not in info.class_names]
-        knows = f"{', '.join(info.class_names)} of these features" if new else "these features"
+        shared = [n for n in class_names if n in info.class_names]
+        knows = f"{', '.join(shared)} of these features" if new else "these features"
         why = _unsuitable_start(name, info, tomograms, config)
         if why is None:
             others = [n for n in info.class_names if n not in class_names]

@@ -40,7 +40,7 @@ from ..modelfile import builtin_models, read_model_info
 from . import layers as L
 
 NO_MODEL = "(train from scratch)"
-AUTO_START = "(a built-in model for the features, else scratch)"
+AUTO_START = "(a built-in model that knows some of the features, else scratch)"
 
 
 class Stopped(Exception):
