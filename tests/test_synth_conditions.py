@@ -180,12 +180,19 @@ def test_membrane_label_width_follows_the_annotation_convention():
         assert thickness == pytest.approx(width, rel=0.15)
 
 
-def test_microtubule_walls_show_thirteen_protofilaments():
+def _cell_and_straight_filament(radius):
+    """A 60 x 60 x 100 nm field filled with specimen, and a filament of `radius` nm along x through its
+    centre (to be added to the cell's microtubules or actin).
+    """
     extent = (60.0, 60.0, 100.0)
     cell = Cell(extent=np.asarray(extent), slab=(0.0, extent[0]))
     x = np.arange(5.0, 95.0, 1.0)
-    axis = np.column_stack([np.full_like(x, 30.0), np.full_like(x, 30.0), x])
-    cell.microtubules.append(Filament(axis, synth.MT_OUTER_RADIUS))
+    return cell, Filament(np.column_stack([np.full_like(x, 30.0), np.full_like(x, 30.0), x]), radius)
+
+
+def test_microtubule_walls_show_thirteen_protofilaments():
+    cell, microtubule = _cell_and_straight_filament(synth.MT_OUTER_RADIUS)
+    cell.microtubules.append(microtubule)
     pixel = 5.0  # Angstrom: 0.5 nm voxels
     smooth, _ = render(cell, (120, 120, 200), pixel)
     textured, _ = render(cell, (120, 120, 200), pixel, protofilaments=13)
@@ -206,11 +213,8 @@ def test_crowding_scales_the_number_of_particles():
 
 
 def test_actin_can_be_labelled_as_a_fifth_feature_seven_nanometres_wide():
-    extent = (60.0, 60.0, 100.0)
-    cell = Cell(extent=np.asarray(extent), slab=(0.0, extent[0]))
-    x = np.arange(5.0, 95.0, 1.0)
-    axis = np.column_stack([np.full_like(x, 30.0), np.full_like(x, 30.0), x])
-    cell.actin.append(Filament(axis, synth.ACTIN_RADIUS))
+    cell, actin = _cell_and_straight_filament(synth.ACTIN_RADIUS)
+    cell.actin.append(actin)
     pixel = 5.0  # Angstrom: 0.5 nm voxels
     density, unlabelled = render(cell, (120, 120, 200), pixel)
     same, labels = render(cell, (120, 120, 200), pixel, label_actin=True)
