@@ -91,11 +91,14 @@ def main():
     print(f"{'features':<42}{'start':<14}{'iterations':>11}" + "".join(f"{c[:15]:>16}" for c in TEST_CONDITIONS))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        cells = {}  # tag: (training cell, test cells), simulated once for the groups that share them
         for group in groups:
             feature_sets, start, specimen = SETS[group]
             tag = "_actin" if specimen else ""
-            data = cell(work, "default", TRAIN_SEED, tag, **specimen)
-            tests = {name: cell(work, name, TEST_SEED, tag, **specimen) for name in TEST_CONDITIONS}
+            if tag not in cells:
+                tests = {name: cell(work, name, TEST_SEED, tag, **specimen) for name in TEST_CONDITIONS}
+                cells[tag] = cell(work, "default", TRAIN_SEED, tag, **specimen), tests
+            data, tests = cells[tag]
             for names in feature_sets:
                 labels = work / f"labels_{'_'.join(names)}.mrc"
                 write_volume(labels, only(data["truth"], names), (28.0,) * 3)
