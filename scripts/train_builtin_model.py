@@ -2,6 +2,10 @@
 
     .venv/bin/python scripts/train_builtin_model.py                      # 60 min on the CPU (the shipped model)
     .venv/bin/python scripts/train_builtin_model.py --minutes 20 --device cuda   # on a GPU
+    .venv/bin/python scripts/train_builtin_model.py --init cellular-v1 --minutes 30 \
+        --output /tmp/continued.annotomo                                  # train the shipped model longer
+    .venv/bin/python scripts/train_builtin_model.py --widths 64,96,128,192 --device cuda \
+        --output /tmp/wider.annotomo                                      # a larger network
 
 Simulates training and validation cells under randomised conditions (`annotomo synth --randomise`: SNR,
 defocus, tilt range/step/scheme, dose and dose weighting, lamella thickness, WBP/SIRT-like/denoised
@@ -80,6 +84,10 @@ def main():
     ap.add_argument("--work", default="benchmarks/output/builtin", help="where the simulated cells go")
     ap.add_argument("--workers", type=int, default=2, help="processes simulating cells")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", help="continue from this model (file or built-in name) instead of a new network")
+    ap.add_argument("--learning-rate", type=float, help="peak learning rate (default: train's choice)")
+    ap.add_argument("--widths", help="the U-Net's channels per level, e.g. 64,96,128,192 (default: the default U-Net)")
+    ap.add_argument("--output", help="write the model here instead of into the package (annotomo/builtin/NAME)")
     ap.add_argument(
         "--add-spectrum",
         action="store_true",
@@ -98,7 +106,14 @@ def main():
         validation = list(pool.map(make_cell, [work] * len(VALIDATION_SEEDS), VALIDATION_SEEDS))
     print(f"simulated {len(cells)} training and {len(validation)} validation cells in {time.time() - t0:.0f} s")
     out = work / f"{args.name}.annotomo"
-    config = TrainConfig(minutes=args.minutes, seed=args.seed, device=args.device, pixel_size=MODEL_PIXEL_SIZE)
+    config = TrainConfig(
+        minutes=args.minutes,
+        seed=args.seed,
+        device=args.device,
+        pixel_size=MODEL_PIXEL_SIZE,
+        learning_rate=args.learning_rate,
+        arch_params=dict(widths=[int(w) for w in args.widths.split(",")]) if args.widths else {},
+    )
     result = train(
         [c["tomogram"] for c in cells],
         [c["labels"] for c in cells],
@@ -107,7 +122,7 @@ def main():
         config,
         validation=[(c["tomogram"], c["labels"]) for c in validation],
         overwrite=True,
-        init=None,  # a new network, not fine-tuned from the model it replaces
+        init=args.init,  # by default a new network, not fine-tuned from the model it replaces
     )
     model, info = load_model(out)
     info.provenance["training_data"] = (
@@ -119,8 +134,8 @@ def main():
         {k: c[k] for k in ("seed", "pixel_size", "shape", "conditions")} for c in cells
     ]
     info.provenance["name"] = args.name
-    BUILTIN_FOLDER.mkdir(exist_ok=True)
-    target = BUILTIN_FOLDER / f"{args.name}.annotomo"
+    target = Path(args.output) if args.output else BUILTIN_FOLDER / f"{args.name}.annotomo"
+    target.parent.mkdir(parents=True, exist_ok=True)
     save_model(target, model, info)
     print(
         f"{result.iterations} iterations in {result.seconds:.0f} s; best epoch {result.best['epoch']} "
