@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from common import RESULTS, results_header, score_test_cells
 
-from annotomo import TrainConfig, read_model_info, simulate, train
+from annotomo import TrainConfig, read_model_info, segment, simulate, train
 from annotomo.api import segment_array
 from annotomo.conventions import NOT_ANNOTATED, SYNTH_CLASSES
 from annotomo.metrics import segmentation_scores
@@ -52,8 +52,6 @@ def fit_check(model, n_cells: int, json_path):
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     from train_builtin_model import VALIDATION_SEEDS, make_cell
-
-    from annotomo import segment
 
     info = read_model_info(model)
     training = [c["seed"] for c in info.provenance["training_cells"][:n_cells]]

@@ -86,7 +86,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", help="continue from this model (file or built-in name) instead of a new network")
     ap.add_argument("--learning-rate", type=float, help="peak learning rate (default: train's choice)")
-    ap.add_argument("--widths", help="the U-Net's channels per level, e.g. 64,96,128,192 (default: the default U-Net)")
+    ap.add_argument("--widths", help="the U-Net's channels per level (default 48,64,96,128, the shipped model's)")
     ap.add_argument("--output", help="write the model here instead of into the package (annotomo/builtin/NAME)")
     ap.add_argument(
         "--add-spectrum",
