@@ -29,13 +29,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, results_header, score_test_cells
+from common import RESULTS, results_header
 
 from annotomo import TrainConfig, read_model_info, segment, simulate, train
 from annotomo.api import segment_array
 from annotomo.conventions import NOT_ANNOTATED, SYNTH_CLASSES
 from annotomo.metrics import segmentation_scores
-from annotomo.volumes import Volume, open_volume
+from annotomo.volumes import Volume, read_labels
 
 HELD_OUT = [(300001, {}), (300002, {}), (300003, {}), (300004, {"snr": 0.15}), (300005, {"reconstruction": "sirt"})]
 VOXEL = (28.0,) * 3
@@ -65,16 +65,9 @@ def fit_check(model, n_cells: int, json_path):
             for seed in seeds:
                 cell = make_cell(work, seed)
                 written = segment(model, [cell["tomogram"]], work / f"seg{seed}", progress=False, log=lambda *a: None)
-                with open_volume(cell["labels"]) as labels:
-                    truth = np.asarray(labels.data)
-                scored = score_test_cells([written[0]["labels"]], [truth], SYNTH_CLASSES)["first"]
-                row = dict(
-                    group=group,
-                    seed=seed,
-                    pixel_size=round(cell["pixel_size"], 2),
-                    mean_dice=round(scored["mean_dice"], 4),
-                    **{k: round(v["dice"], 4) for k, v in scored["classes"].items()},
-                )
+                with read_labels(cell["labels"]) as truth, read_labels(written[0]["labels"]) as predicted:
+                    mean, per_class = mean_dice(np.asarray(truth.data), np.asarray(predicted.data))
+                row = dict(group=group, seed=seed, pixel_size=round(cell["pixel_size"], 2), mean_dice=mean, **per_class)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             means[group] = round(float(np.mean([r["mean_dice"] for r in rows if r["group"] == group])), 4)

@@ -732,8 +732,8 @@ def _voxel_size(layer):
 class _Curve(QLabel):
     """Live training curve: training loss and mean Dice per epoch.
 
-    matplotlib draws it off the GUI thread, into an image the label shows. Drawn on the GUI thread, while
-    training keeps both cores of a small CPU busy, one redraw stalled the viewer for 0.3-0.5 s.
+    matplotlib draws it off the GUI thread, into an image the label shows: drawn on the GUI thread while
+    training keeps a small CPU's cores busy, a redraw stalls the viewer noticeably (see the CHANGELOG).
     """
 
     drawn = Signal(object, int)  # a QImage, and the number of epochs it shows
