@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import matplotlib
+import functools
+import threading
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+# matplotlib is not thread-safe (two threads laying out tick labels at once fail in its mathtext parser),
+# and annotomo draws from worker threads: the napari panel's live curve while training writes its curves.
+# Figures without pyplot: no global backend switched in a host process (napari, Jupyter) that has its own.
+DRAWING_LOCK = threading.Lock()
 
 # Label colours: background transparent, then one colour per feature (up to 10, then cycling).
 _COLOURS = [
@@ -34,6 +40,18 @@ def _robust_limits(image):
     return float(lo), float(hi)
 
 
+def _one_at_a_time(draw):
+    """Hold `DRAWING_LOCK` while `draw` makes and saves its figure."""
+
+    @functools.wraps(draw)
+    def locked(*args, **kwargs):
+        with DRAWING_LOCK:
+            return draw(*args, **kwargs)
+
+    return locked
+
+
+@_one_at_a_time
 def save_overlay(path, tomogram, labels_list, class_names, titles=None, z=None, y=None, pixel_size=None, fmt=None):
     """Save xy and xz slices of `tomogram`, plain and with each label volume of `labels_list` overlaid.
 
@@ -48,11 +66,10 @@ def save_overlay(path, tomogram, labels_list, class_names, titles=None, z=None, 
     cmap = _label_cmap(len(class_names))
     ncol = 1 + len(labels_list)
     aspect_xz = nz / nx
-    fig, axes = plt.subplots(
+    fig = Figure(figsize=(4 * ncol, 4 * (1 + aspect_xz) + 1.0), layout="constrained")
+    axes = fig.subplots(
         2,
         ncol,
-        figsize=(4 * ncol, 4 * (1 + aspect_xz) + 1.0),
-        layout="constrained",
         gridspec_kw={"height_ratios": [1, max(aspect_xz, 0.15)]},
         squeeze=False,
     )
@@ -81,18 +98,19 @@ def save_overlay(path, tomogram, labels_list, class_names, titles=None, z=None, 
                 ax.set_title(f"tomogram ({name})", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-    handles = [plt.Rectangle((0, 0), 1, 1, color=_COLOURS[i % len(_COLOURS)]) for i in range(len(class_names))]
+    handles = [Rectangle((0, 0), 1, 1, color=_COLOURS[i % len(_COLOURS)]) for i in range(len(class_names))]
     fig.legend(handles, class_names, loc="outside lower center", ncol=len(class_names), fontsize=9, frameon=False)
     if pixel_size:
         fig.suptitle(f"{nz} x {ny} x {nx} voxels (z, y, x) at {pixel_size:g} A/pixel", fontsize=10)
     fig.savefig(path, dpi=110, format=fmt)
-    plt.close(fig)
 
 
+@_one_at_a_time
 def save_training_curves(path, history, fmt=None, dice_on="validation"):
     """Plot training loss and validation Dice per class against epochs (history: list of dicts)."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(epochs, [h["train_loss"] for h in history], label="training loss")
     if any("val_loss" in h for h in history):
         ax1.plot(epochs, [h.get("val_loss", np.nan) for h in history], label="validation loss")
@@ -111,4 +129,3 @@ def save_training_curves(path, history, fmt=None, dice_on="validation"):
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100, format=fmt)
-    plt.close(fig)

@@ -5,10 +5,14 @@ Needs napari and a display: CI runs the suite under Xvfb (`.ci/run`, `make test`
 skip with the reason.
 """
 
+import contextlib
+import gc
+import itertools
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -72,6 +76,29 @@ def paint_slices(layer, truth, slices):
         data[z] = truth[z]
     layer.data = data
     layer.events.paint(value=[])
+
+
+@contextlib.contextmanager
+def garbage_collections():
+    """Record the (start, end) times of the garbage collector's runs while the block runs."""
+    runs, started = [], []
+
+    def record(phase, info):
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            runs.append((started.pop(), time.perf_counter()))
+
+    gc.callbacks.append(record)
+    try:
+        yield runs
+    finally:
+        gc.callbacks.remove(record)
+
+
+def overlap(a, b, intervals):
+    """How much of the time from a to b the (start, end) intervals cover."""
+    return sum(max(0.0, min(b, e) - max(a, s)) for s, e in intervals)
 
 
 def test_the_reader_opens_tomograms_at_their_voxel_size_and_labels_with_their_names(make_napari_viewer, cell_files):
@@ -172,9 +199,24 @@ def test_the_panel_trains_from_scratch_when_asked(panel, qtbot, tmp_path, cell_f
 
 
 @pytest.mark.slow
-def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(panel, qtbot, tmp_path, cell_files):
+def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(
+    panel, qtbot, tmp_path, cell_files, monkeypatch
+):
     from qtpy.QtCore import QTimer
 
+    import annotomo
+
+    on_gui_thread = []  # whether training and each curve drawing ran on the GUI thread
+
+    def spy(work):
+        def run(*args, **kwargs):
+            on_gui_thread.append((work.__name__, threading.current_thread() is threading.main_thread()))
+            return work(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(annotomo, "train", spy(annotomo.train))
+    monkeypatch.setattr(panel.curve, "_image", spy(panel.curve._image))
     _, _, sim = cell_files
     layer = panel.new_annotation()
     paint_slices(layer, sim.labels, range(0, 32, 4))
@@ -186,17 +228,25 @@ def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(panel,
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start(20)
-    worker = panel.start_training()
-    with qtbot.waitSignal(panel._relay.epoch, timeout=TIMEOUT_MS):  # the first epoch: a best model exists
-        pass
-    panel.stop_button.click()
-    wait_for(qtbot, panel, worker)
-    timer.stop()
-    gaps = np.diff(ticks)
-    # Training on the GUI thread would stall it for a whole epoch (over 10 s here). On a 2-core AVX2 CPU
-    # training in fp32, a stall of about 0.5 s near the end of a stopped training comes in some runs, from
-    # a cause not yet found (not the curve, which is drawn off the GUI thread): hence 1 s, not less.
-    assert len(ticks) > 50 and gaps.max() < 1.0, f"the event loop was starved for {gaps.max():.2f} s"
+    with garbage_collections() as collections:
+        worker = panel.start_training()
+        with qtbot.waitSignal(panel._relay.epoch, timeout=TIMEOUT_MS):  # the first epoch: a best model exists
+            pass
+        panel.stop_button.click()
+        wait_for(qtbot, panel, worker)
+        qtbot.waitUntil(lambda: panel.curve.drawn_epochs == len(panel._history), timeout=TIMEOUT_MS)
+        timer.stop()
+    assert ("train", False) in on_gui_thread and ("_image", False) in on_gui_thread, on_gui_thread
+    assert not any(gui for _, gui in on_gui_thread), f"work on the GUI thread: {on_gui_thread}"
+    # Python's garbage collector holds every thread while it walks all objects (tenths of a second in a
+    # process as big as this one): not annotomo's doing, so its pauses are left out. The limit is loose (a
+    # 2-core CPU showed other stalls of about 0.5 s near the end of a stopped training in some runs, cause
+    # not found); the checks above catch any work moved onto the GUI thread, however short.
+    stalls = [b - a - overlap(a, b, collections) for a, b in itertools.pairwise(ticks)]
+    assert len(ticks) > 50 and max(stalls) < 1.0, (
+        f"the event loop was starved for {max(stalls):.2f} s besides garbage collection "
+        f"(collections: {[round(e - s, 2) for s, e in collections]})"
+    )
     assert (tmp_path / "stopped.annotomo").exists()
     assert any("(stopped)" in m for m in panel.messages["info"]), panel.messages
 

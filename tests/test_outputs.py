@@ -175,3 +175,43 @@ def test_training_takes_the_feature_names_from_the_labels_file(tmp_path, small_f
         "--quiet",
     )
     assert_clean_error(code, err, "plain_labels.mrc", "--classes")
+
+
+def test_pictures_can_be_drawn_from_several_threads_at_once(tmp_path):
+    """The napari panel draws its live curve while training, in another thread, writes its curves; matplotlib
+    alone fails when two threads lay out log-scale tick labels at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from annotomo.preview import save_overlay, save_training_curves
+
+    history = [
+        dict(epoch=e, train_loss=1 / e, val_loss=1.2 / e, mean_dice=0.1 * e, dice_membrane=0.1 * e) for e in (1, 2, 3)
+    ]
+    volume = np.random.default_rng(0).normal(size=(8, 32, 32)).astype(np.float32)
+    labels = (volume > 1).astype(np.uint8)
+
+    def draw(i):
+        if i % 2:
+            save_overlay(tmp_path / f"{i}.png", volume, [labels], ["membrane"])
+        else:
+            save_training_curves(tmp_path / f"{i}.png", history)
+        return Image.open(tmp_path / f"{i}.png").size
+
+    with ThreadPoolExecutor(4) as pool:
+        sizes = list(pool.map(draw, range(12)))
+    assert sizes[0] == (1000, 380) and len(set(sizes[0::2])) == 1 and len(set(sizes[1::2])) == 1
+
+
+def test_drawing_pictures_leaves_the_host_processs_matplotlib_backend_alone():
+    """Importing annotomo in napari or Jupyter must not switch their plotting backend to a file-only one."""
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import matplotlib.pyplot as plt; "
+        "import annotomo.preview, annotomo.viewer; print(matplotlib.get_backend())"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "svg"

@@ -745,6 +745,8 @@ class _Curve(QLabel):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
+        from ..preview import DRAWING_LOCK
+
         # as wide as the panel, a fixed height: the image drawn for one size never dictates the next
         self.setMinimumWidth(240)
         self.setFixedHeight(170)
@@ -767,6 +769,7 @@ class _Curve(QLabel):
         self._history: list = []
         self._size = (240, 170, 1.0)  # logical pixels and device pixel ratio, read on the GUI thread
         self._drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="annotomo-curve")
+        self._drawing = DRAWING_LOCK  # matplotlib draws one figure at a time (training draws its own)
         self._state = threading.Lock()
         self._dirty = self._busy = False
         self.drawn.connect(self._show)
@@ -810,16 +813,17 @@ class _Curve(QLabel):
         """The curves of `history` as a QImage of width x height logical pixels."""
         from qtpy.QtGui import QImage
 
-        self.figure.set_dpi(100 * ratio)
-        self.figure.set_size_inches(width / 100, height / 100)
-        epochs = [h["epoch"] for h in history]
-        self.loss_line.set_data(epochs, [h["train_loss"] for h in history])
-        self.dice_line.set_data(epochs, [h["mean_dice"] for h in history])
-        self.loss_axis.relim()
-        self.loss_axis.autoscale_view()
-        self.figure.canvas.draw()
-        rgba = np.asarray(self.figure.canvas.buffer_rgba())
-        image = QImage(rgba.data, rgba.shape[1], rgba.shape[0], QImage.Format.Format_RGBA8888).copy()
+        with self._drawing:
+            self.figure.set_dpi(100 * ratio)
+            self.figure.set_size_inches(width / 100, height / 100)
+            epochs = [h["epoch"] for h in history]
+            self.loss_line.set_data(epochs, [h["train_loss"] for h in history])
+            self.dice_line.set_data(epochs, [h["mean_dice"] for h in history])
+            self.loss_axis.relim()
+            self.loss_axis.autoscale_view()
+            self.figure.canvas.draw()
+            rgba = np.asarray(self.figure.canvas.buffer_rgba())
+            image = QImage(rgba.data, rgba.shape[1], rgba.shape[0], QImage.Format.Format_RGBA8888).copy()
         image.setDevicePixelRatio(ratio)
         return image
 
