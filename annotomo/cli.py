@@ -255,8 +255,9 @@ def _add_train(sub):
         "--noise-fraction",
         type=_fraction,
         default=None,
-        help="fraction of training patches given extra noise (default 0); e.g. 0.3 when training on "
-        "denoised tomograms for noisier ones",
+        help="fraction of training patches given extra noise (default: 0.3 when every training tomogram "
+        "holds little noise at fine scales, as denoised ones do, so that the model also segments raw ones; "
+        "else 0)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--invert-contrast", action="store_true", help="for tomograms where dense matter is bright")

@@ -108,6 +108,24 @@ def matching_gain(source_power, training_powers) -> tuple[float, ...]:
     return tuple(float(g) for g in np.clip(gain, MIN_GAIN, MAX_GAIN))
 
 
+FINE_BAND, MIDDLE_BAND = (0.3, 0.5), (0.05, 0.15)  # cycles per pixel
+QUIET_FINE_SCALES = 0.1  # fine-to-middle power ratio below which a tomogram holds little fine noise
+
+
+def fine_to_middle_power(power) -> float:
+    """Mean power at fine scales (FINE_BAND: noise, in a raw tomogram) over that at middle scales
+    (MIDDLE_BAND: membranes, ribosomes) of a spectrum from `volume_power`.
+
+    WBP and SIRT-like reconstructions keep noise up to the Nyquist frequency; denoised tomograms hold
+    almost none there (benchmarks/RESULTS.md#generalise has the ratios of simulated cells).
+    """
+    power = np.asarray(power, float)
+    centres = (np.arange(BINS) + 0.5) / (2 * BINS)
+    fine = power[(centres > FINE_BAND[0]) & (centres < FINE_BAND[1])].mean()
+    middle = power[(centres > MIDDLE_BAND[0]) & (centres < MIDDLE_BAND[1])].mean()
+    return float(fine / max(middle, 1e-12))
+
+
 @lru_cache(maxsize=8)
 def _gain_map(gain: tuple, shape: tuple) -> np.ndarray:
     """The rfft2-shaped map of `gain` (one value per radial bin) for slices of `shape`."""

@@ -32,6 +32,8 @@ from common import RESULTS, results_header, score_test_cells, started_from
 
 from annotomo import TrainConfig, segment, simulate, train
 from annotomo.conventions import SYNTH_CLASSES
+from annotomo.modelfile import read_model_info
+from annotomo.spectrum import fine_to_middle_power
 from annotomo.volumes import write_volume
 
 # name: (simulate options, pixel size). Each differs from the default in one respect (two for
@@ -161,12 +163,16 @@ def main():
             train_seconds = round(time.time() - t0, 1)
             t0 = time.time()
             scores = score(path, tests, work)
+            info = read_model_info(path)
             result["rows"].append(
                 dict(
                     model=f"trained on {name}",
                     trained_on=name,
                     started_from=started_from(path),
                     iterations=trained.iterations,
+                    # what decides the default's extra noise (TrainConfig.noise_fraction), and what it chose
+                    fine_to_middle_power=round(fine_to_middle_power(info.training_spectra[0]), 4),
+                    noise_fraction=info.provenance["config"]["noise_fraction"],
                     train_seconds=train_seconds,
                     scores=scores,
                     score_seconds=round(time.time() - t0, 1),

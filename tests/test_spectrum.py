@@ -16,7 +16,15 @@ from annotomo.modelfile import load_model, read_model_info, save_model
 from annotomo.normalize import robust_normalization
 from annotomo.predict import Predictor
 from annotomo.resample import ResampledVolume
-from annotomo.spectrum import BINS, CONTENT_BINS, filter_slices, matching_gain, volume_power
+from annotomo.spectrum import (
+    BINS,
+    CONTENT_BINS,
+    QUIET_FINE_SCALES,
+    filter_slices,
+    fine_to_middle_power,
+    matching_gain,
+    volume_power,
+)
 from annotomo.volumes import read_labels, write_volume
 
 FIRST_IMAGING_BIN = CONTENT_BINS
@@ -112,6 +120,47 @@ def test_training_stores_each_tomograms_spectrum_and_leaves_its_own_data_as_it_i
     assert norm.spectrum_gain is None  # the training tomogram is its own range: nothing to filter
     other = info.normalization_for(smooth(small_pair[1].tomogram, 1.0), match_spectrum=True)
     assert max(other.spectrum_gain) > 1.5  # a smoother tomogram gets its high frequencies back
+
+
+def normalised_power(volume):
+    return volume_power(robust_normalization(volume).apply(volume))
+
+
+def test_denoised_tomograms_hold_little_power_at_fine_scales_and_raw_ones_keep_their_noise():
+    def ratio(**conditions):
+        return fine_to_middle_power(normalised_power(simulate(shape=(32, 192, 192), seed=11, **conditions).tomogram))
+
+    raw = {
+        "WBP": ratio(),
+        "WBP, SNR 0.1": ratio(snr=0.1),
+        "SIRT-like, 5 iterations, SNR 1, 6 um": ratio(reconstruction="sirt", sirt_iterations=5, snr=1.0, defocus=6.0),
+    }
+    denoised = {"SNR 0.1": ratio(reconstruction="denoised", snr=0.1), "SNR 1": ratio(reconstruction="denoised", snr=1)}
+    assert min(raw.values()) > 2 * QUIET_FINE_SCALES and max(denoised.values()) < QUIET_FINE_SCALES / 2, (raw, denoised)
+
+
+def test_training_on_denoised_tomograms_adds_noise_unless_told_not_to(tmp_path, small_pair, quick_model):
+    denoised = simulate(shape=(32, 192, 192), seed=11, reconstruction="denoised")
+    names = list(denoised.class_names)
+    tiny = dict(iterations=2, epoch_iterations=2, patch=64, batch_size=2, arch_params=dict(widths=(8, 8, 8, 8)))
+    recipes = {}
+    for name, config in [("auto", TrainConfig(**tiny)), ("none", TrainConfig(**tiny, noise_fraction=0.0))]:
+        said = []
+        train(
+            [denoised.tomogram],
+            [denoised.labels],
+            names,
+            tmp_path / f"{name}.annotomo",
+            config,
+            progress=False,
+            log=said.append,
+            init=None,
+        )
+        recipes[name] = read_model_info(tmp_path / f"{name}.annotomo").provenance["config"]["noise_fraction"], said
+    assert recipes["auto"][0] == 0.3 and any("extra noise on 30% of patches" in m for m in recipes["auto"][1])
+    assert recipes["none"][0] == 0.0 and not any("extra noise" in m for m in recipes["none"][1])
+    # a raw (WBP) tomogram keeps the default recipe
+    assert read_model_info(quick_model).provenance["config"]["noise_fraction"] == 0.0
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 NEW_NETWORK_LEARNING_RATE = 6e-3
 # Fine-tuning for features the model knows: it carries over further than at 6e-3 (RESULTS.md#generalise).
 FINE_TUNING_LEARNING_RATE = 1e-3
+# Extra noise for denoised training tomograms: the model then carries over to raw ones (RESULTS.md#generalise).
+AUTO_NOISE_FRACTION = 0.3
 
 
 @dataclass
@@ -41,7 +43,9 @@ class TrainConfig:
         warp_scale: their scale factor is drawn from [1/warp_scale, warp_scale].
         z_flip_fraction: share of patches whose context slices are taken in reverse order.
         blur_fraction: share of patches low-passed in-plane (SIRT-like, denoised, coarser looks).
-        noise_fraction: share of patches given extra z-correlated noise (lower SNR).
+        noise_fraction: share of patches given extra z-correlated noise (lower SNR). None: AUTO_NOISE_FRACTION
+            when every training tomogram holds little noise at fine scales (denoised, as
+            `spectrum.fine_to_middle_power` tells), so that the model also segments raw tomograms; else 0.
         invert_contrast: the training tomograms show dense matter bright (the model remembers it).
         pixel_size: train at this pixel size (Angstrom): pairs at another pixel size are resampled to it
             (None: the smallest pixel size of the training tomograms; fine-tuning keeps the model's).
@@ -73,7 +77,7 @@ class TrainConfig:
     warp_scale: float = 1.15
     z_flip_fraction: float = 0.5
     blur_fraction: float = 0.0
-    noise_fraction: float = 0.0
+    noise_fraction: float | None = None
     invert_contrast: bool = False
     pixel_size: float | None = None
     validation_slices: int = 12

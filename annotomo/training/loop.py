@@ -26,7 +26,7 @@ from ..errors import AnnotomoError
 from ..modelfile import ModelInfo, builtin_models_for, read_model_info
 from ..models import build_model
 from ..resample import needs_resampling
-from ..spectrum import volume_power
+from ..spectrum import QUIET_FINE_SCALES, fine_to_middle_power, volume_power
 from ..volumes import Volume, read_pixel_size
 from . import distributed
 from .augment import make_training_batch
@@ -39,7 +39,7 @@ from .checkpoint import (
     save_final,
     write_log,
 )
-from .config import FINE_TUNING_LEARNING_RATE, NEW_NETWORK_LEARNING_RATE, TrainConfig
+from .config import AUTO_NOISE_FRACTION, FINE_TUNING_LEARNING_RATE, NEW_NETWORK_LEARNING_RATE, TrainConfig
 from .data import PatchSampler, load_annotated
 from .finetune import start_from
 from .losses import class_weights, cross_entropy_and_dice, tomoseg_loss, weighted_cross_entropy
@@ -161,6 +161,7 @@ def train(
             preprocessing=parent.preprocessing,
         )
     info.training_spectra = _training_spectra(data) if info.preprocessing == "robust" else None
+    config = _resolve_noise_fraction(config, info.training_spectra, log if main else (lambda *a: None))
     model = model.to(device, memory_format=torch.channels_last)  # faster convolutions on CPUs
     loss_fn = _loss_function(config)
     weights = class_weights(data, n_outputs, config.class_weight_power, config.max_class_weight).to(device)
@@ -293,6 +294,22 @@ def _starting_point(init, tomograms, class_names, config, log):
         knows_all = parent is not None and set(class_names) <= set(parent.class_names)
         config = replace(config, learning_rate=FINE_TUNING_LEARNING_RATE if knows_all else NEW_NETWORK_LEARNING_RATE)
     return model, config, parent, record
+
+
+def _resolve_noise_fraction(config, spectra, log):
+    """`config` with noise_fraction settled: as given, else AUTO_NOISE_FRACTION when every training
+    tomogram holds little noise at fine scales (denoised), else 0.
+    """
+    if config.noise_fraction is not None:
+        return config
+    quiet = bool(spectra) and all(fine_to_middle_power(p) < QUIET_FINE_SCALES for p in spectra)
+    if quiet:
+        log(
+            f"the training tomograms hold little noise at fine scales (denoised?): extra noise on "
+            f"{AUTO_NOISE_FRACTION:.0%} of patches, so that the model also segments raw tomograms "
+            "(--noise-fraction 0 to turn it off)"
+        )
+    return replace(config, noise_fraction=AUTO_NOISE_FRACTION if quiet else 0.0)
 
 
 def _training_spectra(data) -> list[list[float]]:
