@@ -53,6 +53,7 @@ class _Relay(QObject):
 
     progress = Signal(float, float)  # fraction done, seconds so far
     epoch = Signal(dict)
+    message = Signal(str)  # what training says (where it starts from, its recipe's choices)
 
 
 def _preload_training(done: threading.Event):
@@ -92,6 +93,7 @@ class AnnotomoPanel(QWidget):
         self.preloaded = threading.Event()
         self._relay.progress.connect(self._show_progress)
         self._relay.epoch.connect(self._show_epoch)
+        self._relay.message.connect(lambda text: show_info(f"training: {text}"))
         self._build()  # imports matplotlib (the curve): before the preload, never beside it
         threading.Thread(target=_preload_training, args=(self.preloaded,), daemon=True).start()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -442,7 +444,7 @@ class AnnotomoPanel(QWidget):
                 on_epoch=relay.epoch.emit,
                 overwrite=True,
                 init=init,
-                log=lambda *a: None,
+                log=relay.message.emit,
             )
 
         def done(result):
