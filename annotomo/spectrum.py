@@ -26,6 +26,7 @@ MAX_GAIN = 4.0  # a filter never amplifies a frequency more than this (nor atten
 MIN_GAIN = 1.0 / 64
 CONTENT_FREQUENCY = 1 / 64  # cycles per pixel: below it (features over 64 pixels) spectra show the cell
 CONTENT_BINS = int(CONTENT_FREQUENCY * 2 * BINS)  # the bins wholly below CONTENT_FREQUENCY
+BIN_CENTRES = (np.arange(BINS) + 0.5) / (2 * BINS)  # cycles per pixel
 SAMPLE_SLICES = 24
 PAD = 32  # pixels mirrored at each edge before filtering, so the slice's borders do not ring
 
@@ -120,17 +121,15 @@ def fine_to_middle_power(power) -> float:
     almost none there (benchmarks/RESULTS.md#generalise has the ratios of simulated cells).
     """
     power = np.asarray(power, float)
-    centres = (np.arange(BINS) + 0.5) / (2 * BINS)
-    fine = power[(centres > FINE_BAND[0]) & (centres < FINE_BAND[1])].mean()
-    middle = power[(centres > MIDDLE_BAND[0]) & (centres < MIDDLE_BAND[1])].mean()
+    fine = power[(BIN_CENTRES > FINE_BAND[0]) & (BIN_CENTRES < FINE_BAND[1])].mean()
+    middle = power[(BIN_CENTRES > MIDDLE_BAND[0]) & (BIN_CENTRES < MIDDLE_BAND[1])].mean()
     return float(fine / max(middle, 1e-12))
 
 
 @lru_cache(maxsize=8)
 def _gain_map(gain: tuple, shape: tuple) -> np.ndarray:
     """The rfft2-shaped map of `gain` (one value per radial bin) for slices of `shape`."""
-    centres = (np.arange(BINS) + 0.5) / (2 * BINS)
-    gain_map = np.interp(radial_frequency(shape), centres, np.asarray(gain)).astype(np.float32)
+    gain_map = np.interp(radial_frequency(shape), BIN_CENTRES, np.asarray(gain)).astype(np.float32)
     gain_map[0, 0] = 1.0  # the mean stays where the normalisation put it
     return gain_map
 

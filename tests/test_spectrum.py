@@ -168,9 +168,7 @@ def smooth_trained_model(tmp_path_factory, small_pair):
     """Random weights, but training spectra of a smooth (denoised-looking) tomogram: matching does work."""
     path = save_untrained_model(tmp_path_factory.mktemp("smooth") / "smooth.annotomo")
     model, info = load_model(path)
-    info.training_spectra = [
-        list(volume_power(robust_normalization(v).apply(v))) for v in [smooth(small_pair[0].tomogram)]
-    ]
+    info.training_spectra = [list(normalised_power(smooth(small_pair[0].tomogram)))]
     save_model(path, model, info)
     return path
 

@@ -747,8 +747,6 @@ class _Curve(QLabel):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        from ..preview import DRAWING_LOCK
-
         # as wide as the panel, a fixed height: the image drawn for one size never dictates the next
         self.setMinimumWidth(240)
         self.setFixedHeight(170)
@@ -771,7 +769,6 @@ class _Curve(QLabel):
         self._history: list = []
         self._size = (240, 170, 1.0)  # logical pixels and device pixel ratio, read on the GUI thread
         self._drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="annotomo-curve")
-        self._drawing = DRAWING_LOCK  # matplotlib draws one figure at a time (training draws its own)
         self._state = threading.Lock()
         self._dirty = self._busy = False
         self.drawn.connect(self._show)
@@ -815,7 +812,9 @@ class _Curve(QLabel):
         """The curves of `history` as a QImage of width x height logical pixels."""
         from qtpy.QtGui import QImage
 
-        with self._drawing:
+        from ..preview import DRAWING_LOCK
+
+        with DRAWING_LOCK:  # matplotlib draws one figure at a time (training draws its own curves)
             self.figure.set_dpi(100 * ratio)
             self.figure.set_size_inches(width / 100, height / 100)
             epochs = [h["epoch"] for h in history]
