@@ -2,6 +2,7 @@
 
     python benchmarks/bench_loop.py              # ~12 min on 2 cores
     python benchmarks/bench_loop.py --label-actin --json benchmarks/results/loop_actin.json
+    python benchmarks/bench_loop.py --start /tmp/candidate.annotomo --json /tmp/loop_candidate.json
 
 On one simulated 64 x 256 x 256 tomogram at 28 A, with the plugin's own rules for what counts as
 annotated (`annotomo.viewer.layers`) and the calls its panel makes (`train`, `segment_array`):
@@ -95,6 +96,12 @@ def main():
     ap.add_argument("--retrain-minutes", type=float, default=1.0)
     ap.add_argument("--json", default=str(RESULTS / "loop.json"))
     ap.add_argument("--label-actin", action="store_true", help="actin as a fifth feature")
+    ap.add_argument(
+        "--start",
+        default="auto",
+        help="the first training's start: auto (the panel's default), or a model file or built-in name "
+        "(to measure a candidate built-in model)",
+    )
     args = ap.parse_args()
     steps = []
     specimen = dict(label_actin=True, actin_density=ACTIN_DENSITY) if args.label_actin else {}
@@ -105,14 +112,15 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         labels = painted(truth, slices, class_names)
+        start_words = "the panel's default start" if args.start == "auto" else f"from {args.start}"
         first, prediction, row = train_and_score(
-            f"paint {len(slices)} slices, train {args.minutes:g} min (the panel's default start), segment",
+            f"paint {len(slices)} slices, train {args.minutes:g} min ({start_words}), segment",
             tomogram,
             labels,
             (tomogram, truth, class_names),
             work / "first.annotomo",
             TrainConfig(minutes=args.minutes, pixel_size=28.0),
-            init="auto",
+            init=args.start,
             annotated_slices=slices,
         )
         row["started_from"] = started_from(first)
