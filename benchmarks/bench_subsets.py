@@ -20,6 +20,7 @@ matrix's test cell 1001 under four conditions.
     python benchmarks/bench_subsets.py --sets beyond     # the sets with actin (~18 min)
     python benchmarks/bench_subsets.py --sets partial    # more sets sharing some features (~18 min)
     python benchmarks/bench_subsets.py --sets beyond --recipe '{"learning_rate": 6e-3}' --fine-tuned-only
+    python benchmarks/bench_subsets.py --sets beyond --start /tmp/candidate.annotomo   # a candidate model
 
 Training is time-bounded: run nothing else on the machine meanwhile.
 """
@@ -75,6 +76,10 @@ def main():
     ap.add_argument("--sets", choices=[*SETS, "all"], default="all")
     ap.add_argument("--recipe", type=json.loads, default={}, help="TrainConfig fields as JSON, for every model")
     ap.add_argument("--fine-tuned-only", action="store_true", help="skip the new networks")
+    ap.add_argument(
+        "--start",
+        help=f"the fine-tuned rows' start, a model file or built-in name (default: auto for subsets, {BUILTIN} else)",
+    )
     ap.add_argument("--json", help=f"default: benchmarks/results/ + {JSON_NAMES}")
     args = ap.parse_args()
     groups = list(SETS) if args.sets == "all" else [args.sets]
@@ -86,6 +91,7 @@ def main():
         test_seed=TEST_SEED,
         actin_density=ACTIN_DENSITY,
         recipe=args.recipe,
+        start=args.start,
         rows=[],
     )
     print(f"{'features':<42}{'start':<14}{'iterations':>11}" + "".join(f"{c[:15]:>16}" for c in TEST_CONDITIONS))
@@ -94,6 +100,7 @@ def main():
         cells = {}  # tag: (training cell, test cells), simulated once for the groups that share them
         for group in groups:
             feature_sets, start, specimen = SETS[group]
+            start = args.start or start
             tag = "_actin" if specimen else ""
             if tag not in cells:
                 tests = {name: cell(work, name, TEST_SEED, tag, **specimen) for name in TEST_CONDITIONS}
