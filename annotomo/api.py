@@ -99,7 +99,7 @@ def segment(
             others are done first and the message lists every failure.
 
     Example:
-        >>> annotomo.segment("cellular-v1", ["tomo.mrc"], "annotated/")  # doctest: +SKIP
+        >>> annotomo.segment("cellular-v2", ["tomo.mrc"], "annotated/")  # doctest: +SKIP
         [{'labels': 'annotated/tomo_labels.mrc'}]
     """
     from .batch import plan_job, warn_if_resampled

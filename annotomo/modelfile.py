@@ -9,6 +9,7 @@ provenance; the tensors are the network's weights.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,14 +115,21 @@ def builtin_models() -> dict[str, Path]:
     return {p.name[: -len(MODEL_SUFFIX)]: p for p in sorted(BUILTIN_FOLDER.glob(f"*{MODEL_SUFFIX}"))}
 
 
+def _version_key(name: str) -> list:
+    """Sort key that orders names by their numbers as numbers (cellular-v10 after cellular-v9)."""
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", name)]
+
+
 def builtin_models_for(class_names) -> list[str]:
     """The built-in models to fine-tune for these features, best first: those whose features are exactly
     these, in this order; those that know them among others; those all of whose features are among these
     (the others new to it); then those that share some of them, most first. One that shares none is not a
-    candidate (benchmarks/RESULTS.md#beyond).
+    candidate (benchmarks/RESULTS.md#beyond). Within each group the newest version comes first
+    (cellular-v2 before cellular-v1): a model is shipped as a new version only when it scores higher.
     """
     names = list(class_names)
-    known = {name: read_model_info(path).class_names for name, path in builtin_models().items()}
+    newest_first = sorted(builtin_models(), key=_version_key, reverse=True)
+    known = {name: read_model_info(builtin_models()[name]).class_names for name in newest_first}
     exact = [name for name, features in known.items() if features == names]
     among = [name for name, features in known.items() if features != names and set(names) <= set(features)]
     beyond = [name for name, features in known.items() if set(features) < set(names)]

@@ -2,7 +2,7 @@
 and training from scratch at equal time and with full labels for 5 minutes.
 
     python benchmarks/bench_builtin.py                     # ~20 min on 2 cores
-    python benchmarks/bench_builtin.py --model cellular-v1 --cells 2
+    python benchmarks/bench_builtin.py --model cellular-v1 --cells 2   # the first built-in model
     python benchmarks/bench_builtin.py --fit-cells 6        # zero labels on its own training cells (~3 min)
 
 Held-out cells: seeds the built-in model never saw (its training used 100000-100039, validation
@@ -78,7 +78,7 @@ def fit_check(model, n_cells: int, json_path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="cellular-v1")
+    ap.add_argument("--model", default="cellular-v2")
     ap.add_argument("--cells", type=int, default=len(HELD_OUT))
     ap.add_argument("--full-cells", type=int, default=2, help="cells also trained from scratch on full labels")
     ap.add_argument("--minutes", type=float, default=1.0, help="fine-tuning (and equal-time scratch) minutes")

@@ -3,7 +3,8 @@
 `--sets subsets`: one simulated 64 x 256 x 256 cell of the default condition (the condition matrix's cell
 1) is labelled with only some of the built-in model's features (the others become background), and a
 model trains --minutes on it twice: as `train` does by default for such features (fine-tuning the
-built-in model `cellular-v1`) and as a new network (`--from-scratch`).
+newest built-in model that knows them; `--start cellular-v1` for the recorded runs) and as a new network
+(`--from-scratch`).
 
 `--sets beyond`: the same cells simulated with their actin-like filaments labelled as a fifth feature,
 `actin` (ACTIN_DENSITY times the default number of bundles), which `cellular-v1` does not know; each set

@@ -37,6 +37,14 @@ def test_models_lists_the_built_in_models_as_a_table_and_as_json(builtin_folder)
     assert rows[0]["pixel_size"] == 28.0
 
 
+def test_training_starts_from_the_newest_version_of_a_built_in_model(builtin_folder, model_file):
+    for name in ("tiny-v2", "tiny-v10", "other-v1"):
+        shutil.copy(model_file, builtin_folder / f"{name}.annotomo")
+    assert modelfile.builtin_models_for(["microtubule", "ribosome", "membrane", "double_membrane"])[:3] == [
+        "tiny-v10", "tiny-v2", "tiny-v0"]  # fmt: skip
+    assert modelfile.builtin_models_for(["a", "b"]) == []
+
+
 def test_a_built_in_name_works_wherever_a_model_path_does(builtin_folder, small_files, tmp_path, model_file):
     code, _, err = run_cli("segment", "tiny-v0", small_files["test_tomo"], "-o", tmp_path / "by_name", "--quiet")
     assert code == 0, err
@@ -208,14 +216,14 @@ def test_training_starts_from_the_built_in_model_that_knows_the_features(tmp_pat
     write_volume(tmp_path / "l.mrc", sim.labels, (28.0,) * 3)
     names = list(sim.class_names)
     parent, said = _train_and_tell(tmp_path, tmp_path / "t.mrc", tmp_path / "l.mrc", names)
-    assert parent == "cellular-v1"
-    assert any("starting from the built-in model cellular-v1" in str(m) and "--from-scratch" in str(m) for m in said)
+    assert parent == "cellular-v2"
+    assert any("starting from the built-in model cellular-v2" in str(m) and "--from-scratch" in str(m) for m in said)
     assert said[-1] == FINE_TUNING_LEARNING_RATE  # fine-tuning's lower rate, recorded in the log
     info = read_model_info(tmp_path / "m.annotomo")
-    assert info.arch_params == read_model_info("cellular-v1").arch_params and info.pixel_size == 28.0
+    assert info.arch_params == read_model_info("cellular-v2").arch_params and info.pixel_size == 28.0
 
     parent, said = _train_and_tell(tmp_path, tmp_path / "t.mrc", tmp_path / "l.mrc", names, init=None)
-    assert parent is None and not any("cellular-v1" in str(m) for m in said)  # asked for a new network
+    assert parent is None and not any("cellular-v2" in str(m) for m in said)  # asked for a new network
     assert said[-1] == NEW_NETWORK_LEARNING_RATE
     parent, said = _train_and_tell(tmp_path, tmp_path / "t.mrc", tmp_path / "l.mrc", ["a", "b", "c", "d"])
     assert parent is None and not any("built-in" in str(m) for m in said)  # other features: nothing to start from
@@ -241,7 +249,7 @@ def test_the_automatic_start_trains_anew_where_the_built_in_model_does_not_fit(t
     config.invert_contrast = case == "inverted contrast"
     parent, said = _train_and_tell(tmp_path, tomogram, labels, list(sim.class_names), config)
     assert parent is None
-    assert [m for m in said[:-1] if "built-in model cellular-v1 knows these features, but" in m and why in m], said
+    assert [m for m in said[:-1] if "built-in model cellular-v2 knows these features, but" in m and why in m], said
     if case == "pixel size 10":  # a new network at the data's own pixel size, not resampled to 28 A
         assert read_model_info(tmp_path / "m.annotomo").pixel_size == 10.0
 
@@ -252,13 +260,13 @@ def test_cli_from_scratch_trains_a_new_network(tmp_path, small_files):
             "--out", out, "--iterations", 2, "--patch", 64, "--batch-size", 2, "--quiet"]  # fmt: skip
     code, stdout, err = run_cli(*args, "--from-scratch")
     assert code == 0, err
-    assert "cellular-v1" not in stdout and (read_model_info(out).provenance or {}).get("parent") is None
-    code, _, err = run_cli(*args, "--from-scratch", "--init", "cellular-v1", "--overwrite")
+    assert "cellular-v2" not in stdout and (read_model_info(out).provenance or {}).get("parent") is None
+    code, _, err = run_cli(*args, "--from-scratch", "--init", "cellular-v2", "--overwrite")
     assert_clean_error(code, err, "--from-scratch", "contradict")
     code, stdout, err = run_cli(*args, "--overwrite")
     assert code == 0, err
-    assert "starting from the built-in model cellular-v1" in stdout
-    assert read_model_info(out).provenance["parent"]["model"] == "cellular-v1"
+    assert "starting from the built-in model cellular-v2" in stdout
+    assert read_model_info(out).provenance["parent"]["model"] == "cellular-v2"
 
 
 def test_the_automatic_start_fine_tunes_the_built_in_model_for_some_of_its_features(tmp_path, small_pair):
@@ -271,11 +279,11 @@ def test_the_automatic_start_fine_tunes_the_built_in_model_for_some_of_its_featu
     parent, said = _train_and_tell(
         tmp_path, tmp_path / "t.mrc", tmp_path / "l.mrc", ["membrane", "microtubule"], config
     )
-    assert parent == "cellular-v1"
-    assert any("cellular-v1, which knows these features (its ribosome, double_membrane count as background" in str(m)
+    assert parent == "cellular-v2"
+    assert any("cellular-v2, which knows these features (its ribosome, double_membrane count as background" in str(m)
                for m in said), said  # fmt: skip
     assert any("outputs for ribosome, double_membrane are dropped" in str(m) for m in said), said
-    child, builtin = load_model(tmp_path / "m.annotomo")[0], load_model("cellular-v1")[0]
+    child, builtin = load_model(tmp_path / "m.annotomo")[0], load_model("cellular-v2")[0]
     rows = 16  # fold 4: 16 output channels per class
     for new, old in ((0, 0), (1, membrane), (2, microtubule)):  # each feature keeps its own outputs
         assert torch.allclose(child.head.weight[new * rows : (new + 1) * rows],
@@ -296,20 +304,20 @@ def test_the_automatic_start_fine_tunes_the_built_in_model_for_new_features_at_t
                      (28.0,) * 3)  # fmt: skip
         return path
 
-    everything = list(sim.class_names)  # all four of cellular-v1's features and actin
+    everything = list(sim.class_names)  # all four of cellular-v2's features and actin
     parent, said = _train_and_tell(tmp_path, tomogram, labels_for(everything), everything, config)
-    assert parent == "cellular-v1"
+    assert parent == "cellular-v2"
     known = "microtubule, ribosome, membrane, double_membrane of these features (it learns actin anew)"
-    assert any(f"built-in model cellular-v1, which knows {known}" in str(m) for m in said), said
+    assert any(f"built-in model cellular-v2, which knows {known}" in str(m) for m in said), said
     assert said[-1] == NEW_NETWORK_LEARNING_RATE  # a feature new to the model: the new-network rate
     assert load_model(tmp_path / "m.annotomo")[0].head.weight.shape[0] == 6 * 16  # background + 5, fold 4
 
     some = ["actin", "membrane"]  # some of its features and a new one: fine-tuned too
     parent, said = _train_and_tell(tmp_path, tomogram, labels_for(some), some, config)
-    assert parent == "cellular-v1" and said[-1] == NEW_NETWORK_LEARNING_RATE
+    assert parent == "cellular-v2" and said[-1] == NEW_NETWORK_LEARNING_RATE
     told = "which knows membrane of these features (its microtubule, ribosome, double_membrane count as background"
     assert any(told in str(m) and "(it learns actin anew)" in str(m) for m in said), said
     parent, said = _train_and_tell(tmp_path, tomogram, labels_for(["actin"]), ["actin"], config)
     assert parent is None and not any("built-in" in str(m) for m in said), said  # none of its features
     parent, said = _train_and_tell(tmp_path, tomogram, labels_for(["membrane"]), ["membrane"], config)
-    assert parent == "cellular-v1" and said[-1] == FINE_TUNING_LEARNING_RATE  # features it knows: the lower rate
+    assert parent == "cellular-v2" and said[-1] == FINE_TUNING_LEARNING_RATE  # features it knows: the lower rate

@@ -83,7 +83,7 @@ def test_the_readme_stays_short_and_answers_the_first_questions():
         "Angstrom",
         "dense matter dark",
         "benchmarks/RESULTS.md",
-        "cellular-v1",
+        "cellular-v2",
         "annotomo view",
     ):
         assert needle in text, needle

@@ -183,8 +183,8 @@ def test_training_from_the_panel_writes_a_model_and_draws_its_curve(panel, qtbot
     assert any("trained 20 iterations" in m for m in panel.messages["info"])
     # by default it started from the built-in model that knows these features, as `annotomo train` does,
     # and said so
-    assert panel.init_box.currentText() == AUTO_START and info.provenance["parent"]["model"] == "cellular-v1"
-    assert any(m.startswith("training: starting from the built-in model cellular-v1") for m in panel.messages["info"])
+    assert panel.init_box.currentText() == AUTO_START and info.provenance["parent"]["model"] == "cellular-v2"
+    assert any(m.startswith("training: starting from the built-in model cellular-v2") for m in panel.messages["info"])
 
 
 def test_the_panel_trains_from_scratch_when_asked(panel, qtbot, tmp_path, cell_files):

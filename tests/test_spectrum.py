@@ -218,8 +218,9 @@ def test_a_model_file_without_spectra_segments_as_before(model_file, small_files
         assert np.array_equal(x.data, y.data)
 
 
-def test_the_builtin_model_leaves_tomograms_like_its_training_conditions_as_they_are(tmp_path):
-    info = read_model_info("cellular-v1")
+@pytest.mark.parametrize("name", ["cellular-v1", "cellular-v2"])
+def test_the_builtin_model_leaves_tomograms_like_its_training_conditions_as_they_are(tmp_path, name):
+    info = read_model_info(name)
     assert info.can_match_spectrum and len(info.training_spectra) == 40
     for options in ({}, {"reconstruction": "sirt"}, {"snr": 0.15}):
         sim = simulate(shape=(24, 128, 128), seed=5, **options)
