@@ -715,8 +715,10 @@ def _add_models(sub):
 
 
 def builtin_model_rows() -> list[dict]:
-    """One row per built-in model: name, classes, pixel_size, training data, file and size."""
-    from .modelfile import builtin_models, read_model_info
+    """One row per built-in model: name, classes, pixel_size, whether `train` starts from it for its
+    features (default_start), training data, file and size.
+    """
+    from .modelfile import builtin_models, builtin_models_for, read_model_info
 
     rows = []
     for name, path in builtin_models().items():
@@ -727,6 +729,7 @@ def builtin_model_rows() -> list[dict]:
                 name=name,
                 classes=list(info.class_names),
                 pixel_size=info.pixel_size,
+                default_start=builtin_models_for(info.class_names)[:1] == [name],
                 context_slices=info.context_slices,
                 arch=info.arch,
                 training_data=prov.get("training_data") or f"{len(prov.get('training_tomograms', []))} tomograms",
@@ -750,6 +753,7 @@ def cmd_models(args):
         print(
             f"{row['name']}: {', '.join(row['classes'])}; {row['pixel_size']:g} A/pixel; "
             f"{row['context_slices']} context slices; {row['megabytes']:.1f} MB"
+            + ("; train starts from it for these features" if row["default_start"] else "")
         )
         print(f"    trained on {row['training_data']}")
 

@@ -34,7 +34,15 @@ def test_models_lists_the_built_in_models_as_a_table_and_as_json(builtin_folder)
     rows = json.loads(out)
     assert [r["name"] for r in rows] == ["tiny-v0"]
     assert rows[0]["classes"] == ["microtubule", "ribosome", "membrane", "double_membrane"]
-    assert rows[0]["pixel_size"] == 28.0
+    assert rows[0]["pixel_size"] == 28.0 and rows[0]["default_start"] is True
+
+
+def test_models_says_which_version_training_starts_from(builtin_folder, model_file):
+    shutil.copy(model_file, builtin_folder / "tiny-v1.annotomo")
+    rows = json.loads(run_cli("models", "--json")[1])
+    assert [(r["name"], r["default_start"]) for r in rows] == [("tiny-v0", False), ("tiny-v1", True)]
+    out = run_cli("models")[1]
+    assert "tiny-v1: microtubule" in out and out.count("train starts from it") == 1
 
 
 def test_training_starts_from_the_newest_version_of_a_built_in_model(builtin_folder, model_file):
