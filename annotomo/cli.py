@@ -720,16 +720,19 @@ def builtin_model_rows() -> list[dict]:
     """
     from .modelfile import builtin_models, builtin_models_for, read_model_info
 
-    rows = []
+    rows, starts = [], {}  # starts: each feature list's default start, looked up once
     for name, path in builtin_models().items():
         info = read_model_info(path)
         prov = info.provenance or {}
+        features = tuple(info.class_names)
+        if features not in starts:
+            starts[features] = builtin_models_for(features)[:1]
         rows.append(
             dict(
                 name=name,
                 classes=list(info.class_names),
                 pixel_size=info.pixel_size,
-                default_start=builtin_models_for(info.class_names)[:1] == [name],
+                default_start=starts[features] == [name],
                 context_slices=info.context_slices,
                 arch=info.arch,
                 training_data=prov.get("training_data") or f"{len(prov.get('training_tomograms', []))} tomograms",

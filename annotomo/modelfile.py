@@ -128,8 +128,8 @@ def builtin_models_for(class_names) -> list[str]:
     (cellular-v2 before cellular-v1): a model is shipped as a new version only when it scores higher.
     """
     names = list(class_names)
-    newest_first = sorted(builtin_models(), key=_version_key, reverse=True)
-    known = {name: read_model_info(builtin_models()[name]).class_names for name in newest_first}
+    models = builtin_models()
+    known = {name: read_model_info(models[name]).class_names for name in sorted(models, key=_version_key, reverse=True)}
     exact = [name for name, features in known.items() if features == names]
     among = [name for name, features in known.items() if features != names and set(names) <= set(features)]
     beyond = [name for name, features in known.items() if set(features) < set(names)]
