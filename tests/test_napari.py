@@ -6,6 +6,7 @@ skip with the reason.
 """
 
 import contextlib
+import faulthandler
 import gc
 import itertools
 import os
@@ -227,10 +228,18 @@ def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(
     panel.out_edit.setText(str(tmp_path / "stopped.annotomo"))
     qtbot.waitUntil(panel.preloaded.is_set, timeout=TIMEOUT_MS)  # the panel imports training's modules early
     ticks = []
+    # a stall of 0.3 s writes every thread's stack (without the GIL): where the event loop was held
+    stacks = (tmp_path / "stalled_stacks.txt").open("w+")
+
+    def tick():
+        ticks.append(time.perf_counter())
+        faulthandler.dump_traceback_later(0.3, file=stacks)
+
     timer = QTimer()
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.timeout.connect(tick)
     timer.start(20)
-    with garbage_collections() as collections:
+    with garbage_collections() as collections, contextlib.ExitStack() as cleanup:
+        cleanup.callback(faulthandler.cancel_dump_traceback_later)
         worker = panel.start_training()
         with qtbot.waitSignal(panel._relay.epoch, timeout=TIMEOUT_MS):  # the first epoch: a best model exists
             pass
@@ -243,11 +252,13 @@ def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(
     # Python's garbage collector holds every thread while it walks all objects (tenths of a second in a
     # process as big as this one): not annotomo's doing, so its pauses are left out. The limit is loose (a
     # 2-core CPU showed other stalls of about 0.5 s near the end of a stopped training in some runs, cause
-    # not found); the checks above catch any work moved onto the GUI thread, however short.
+    # not found: a failure shows where every thread was); the checks above catch any work moved onto the
+    # GUI thread, however short.
     stalls = [b - a - overlap(a, b, collections) for a, b in itertools.pairwise(ticks)]
+    stacks.seek(0)
     assert len(ticks) > 50 and max(stalls) < 1.0, (
         f"the event loop was starved for {max(stalls):.2f} s besides garbage collection "
-        f"(collections: {[round(e - s, 2) for s, e in collections]})"
+        f"(collections: {[round(e - s, 2) for s, e in collections]}); the threads after 0.3 s:\n{stacks.read()}"
     )
     assert (tmp_path / "stopped.annotomo").exists()
     assert any("(stopped)" in m for m in panel.messages["info"]), panel.messages
