@@ -256,9 +256,11 @@ def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(
     # GUI thread, however short.
     stalls = [b - a - overlap(a, b, collections) for a, b in itertools.pairwise(ticks)]
     stacks.seek(0)
+    where = stacks.read()
+    stacks.close()
     assert len(ticks) > 50 and max(stalls) < 1.0, (
         f"the event loop was starved for {max(stalls):.2f} s besides garbage collection "
-        f"(collections: {[round(e - s, 2) for s, e in collections]}); the threads after 0.3 s:\n{stacks.read()}"
+        f"(collections: {[round(e - s, 2) for s, e in collections]}); the threads after 0.3 s:\n{where}"
     )
     assert (tmp_path / "stopped.annotomo").exists()
     assert any("(stopped)" in m for m in panel.messages["info"]), panel.messages
