@@ -228,18 +228,18 @@ def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(
     panel.out_edit.setText(str(tmp_path / "stopped.annotomo"))
     qtbot.waitUntil(panel.preloaded.is_set, timeout=TIMEOUT_MS)  # the panel imports training's modules early
     ticks = []
-    # a stall of 0.3 s writes every thread's stack (without the GIL): where the event loop was held
-    stacks = (tmp_path / "stalled_stacks.txt").open("w+")
+    # a stall this long writes every thread's stack (without the GIL): where the event loop was held
+    dump_after, stacks_path = 0.3, tmp_path / "stalled_stacks.txt"
 
     def tick():
         ticks.append(time.perf_counter())
-        faulthandler.dump_traceback_later(0.3, file=stacks)
+        faulthandler.dump_traceback_later(dump_after, file=stacks)
 
     timer = QTimer()
     timer.timeout.connect(tick)
-    timer.start(20)
-    with garbage_collections() as collections, contextlib.ExitStack() as cleanup:
-        cleanup.callback(faulthandler.cancel_dump_traceback_later)
+    with stacks_path.open("w") as stacks, garbage_collections() as collections, contextlib.ExitStack() as cleanup:
+        cleanup.callback(faulthandler.cancel_dump_traceback_later)  # before the file closes
+        timer.start(20)
         worker = panel.start_training()
         with qtbot.waitSignal(panel._relay.epoch, timeout=TIMEOUT_MS):  # the first epoch: a best model exists
             pass
@@ -255,12 +255,10 @@ def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(
     # not found: a failure shows where every thread was); the checks above catch any work moved onto the
     # GUI thread, however short.
     stalls = [b - a - overlap(a, b, collections) for a, b in itertools.pairwise(ticks)]
-    stacks.seek(0)
-    where = stacks.read()
-    stacks.close()
     assert len(ticks) > 50 and max(stalls) < 1.0, (
         f"the event loop was starved for {max(stalls):.2f} s besides garbage collection "
-        f"(collections: {[round(e - s, 2) for s, e in collections]}); the threads after 0.3 s:\n{where}"
+        f"(collections: {[round(e - s, 2) for s, e in collections]}); "
+        f"the threads after {dump_after} s:\n{stacks_path.read_text()}"
     )
     assert (tmp_path / "stopped.annotomo").exists()
     assert any("(stopped)" in m for m in panel.messages["info"]), panel.messages
