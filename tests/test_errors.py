@@ -268,7 +268,7 @@ def test_interrupted_training_keeps_its_checkpoint_and_resumes(tmp_path, small_f
         "--out",
         str(out),
         "--patch",
-        "64",
+        "32",
         "--batch-size",
         "4",
         "--quiet",
