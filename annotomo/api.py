@@ -55,6 +55,7 @@ def segment(
     log=print,
     output_format="mrc",
     min_size=None,
+    label_width=None,
     invert_contrast=False,
     match_spectrum=True,
     workers=None,
@@ -77,6 +78,9 @@ def segment(
         output_format: "mrc" (default) or "zarr" (OME-Zarr).
         min_size: voxels; an int for every feature or {name: voxels}: smaller connected components of the
             labels become background.
+        label_width: {feature name: nm}: redraw those features' labels this wide (how wide labels are
+            drawn is a convention, e.g. a membrane as its 4-5 nm bilayer or 8-10 nm as many annotators
+            draw it; the model draws them as wide as its training labels were). Needs the pixel size.
         invert_contrast: the tomograms' dense matter is bright, unlike the model's training data.
         match_spectrum: filter each tomogram's slices so that its power spectrum matches the model's
             training data (noise, resolution, defocus; see `annotomo.spectrum`); False: as it is.
@@ -116,10 +120,12 @@ def segment(
 
         model_record = dict(model=model_label(model), sha256=file_digest(resolve_model(model)))
     min_voxels = _min_voxels_by_index(min_size, info.class_names)
+    label_widths = _label_widths_by_index(label_width, info.class_names)
     options = dict(
         probabilities=bool(probabilities),
         format=output_format,
         min_size=min_size,
+        label_width=label_width or None,
         pixel_size=pixel_size,
         invert_contrast=bool(invert_contrast),
         match_spectrum=bool(match_spectrum),
@@ -159,6 +165,7 @@ def segment(
                     min_voxels,
                     chunk_slices if distributed else None,
                     match_spectrum,
+                    label_widths,
                 )
             )
         except AnnotomoError as exc:
@@ -270,6 +277,21 @@ def _min_voxels_by_index(min_size, class_names) -> dict[int, int]:
             )
         return {class_names.index(n) + 1: int(v) for n, v in min_size.items() if v}
     return {k + 1: int(min_size) for k in range(len(class_names))}
+
+
+def _label_widths_by_index(label_width, class_names) -> dict[int, float]:
+    """{name: nm} -> {class index: nm}; raises AnnotomoError for unknown names or widths that are not > 0."""
+    if not label_width:
+        return {}
+    unknown = [n for n in label_width if n not in class_names]
+    if unknown:
+        raise AnnotomoError(
+            f"label_width names {', '.join(unknown)}, not classes of the model ({', '.join(class_names)})"
+        )
+    bad = [n for n, nm in label_width.items() if not (float(nm) > 0 and np.isfinite(float(nm)))]
+    if bad:
+        raise AnnotomoError(f"label widths must be positive (nm): {', '.join(f'{n}={label_width[n]}' for n in bad)}")
+    return {class_names.index(n) + 1: float(nm) for n, nm in label_width.items()}
 
 
 def _log_cleanup(removed, class_names, log):

@@ -40,6 +40,7 @@ class SegmentJob:
     pixel_size: float | None = None  # override of the header's
     model_pixel_size: float | None = None
     min_voxels: dict = field(default_factory=dict)
+    label_widths: dict = field(default_factory=dict)  # class index -> nm the labels are redrawn at
     chunks: list = field(default_factory=list)  # [(z0, z1)]
     match_spectrum: bool = True  # filter slices into the model's training spectra (annotomo.spectrum)
 
@@ -92,6 +93,7 @@ def plan_job(
     min_voxels=None,
     chunk_slices=None,
     match_spectrum=True,
+    label_widths=None,
 ) -> SegmentJob:
     """A job for `tomogram` (its header is read to check it and learn its geometry).
 
@@ -99,10 +101,13 @@ def plan_job(
     None for one chunk.
 
     Raises:
-        InputError: the tomogram cannot be read or is not a tomogram.
+        InputError: the tomogram cannot be read or is not a tomogram, or label widths are asked for
+            and it has no pixel size.
     """
     with open_volume(tomogram, min_slices=2, pixel_size=pixel_size) as vol:
         shape, voxel_size, origin = vol.shape, vol.voxel_size, vol.origin
+    if label_widths and voxel_size is None:
+        raise InputError(tomogram, "no pixel size in the header, and label widths (nm) need one: give --pixel-size")
     partial = {
         name: PartialOutput(
             path,
@@ -126,6 +131,7 @@ def plan_job(
         pixel_size,
         info.pixel_size,
         dict(min_voxels or {}),
+        dict(label_widths or {}),
         match_spectrum=bool(match_spectrum),
     )
     job.chunks = chunk_ranges(shape[0], chunk_slices, chunk_alignment(job))
@@ -248,18 +254,43 @@ class _Offset:
 
 
 def finish(job: SegmentJob, log=print) -> dict:
-    """Clean small components (if asked), complete and rename every output; returns {name: path}.
+    """Redraw label widths and clean small components (if asked), complete and rename every output;
+    returns {name: path}.
 
     Run again after a run of it was killed (a cluster recomputes a lost task), it completes what that
-    one left: outputs already renamed into place stay as they are.
+    one left: outputs already renamed into place stay as they are (a redraw cut short is measured again
+    and finished, to within a voxel).
     """
-    if job.min_voxels and not job.outputs["labels"].renamed_into_place():
+    if (job.min_voxels or job.label_widths) and not job.outputs["labels"].renamed_into_place():
         from .api import _log_cleanup
-        from .postprocess import remove_small_components
+        from .postprocess import redraw_label_widths, remove_small_components
 
         with job.outputs["labels"].writable() as labels:
-            _log_cleanup(remove_small_components(labels, job.min_voxels), job.class_names, log)
+            if job.label_widths:
+                _log_widths(job, redraw_label_widths(labels, _widths_in_voxels(job)), log)
+            if job.min_voxels:
+                _log_cleanup(remove_small_components(labels, job.min_voxels), job.class_names, log)
     return {name: str(o.path if o.renamed_into_place() else o.finalize()) for name, o in job.outputs.items()}
+
+
+def _widths_in_voxels(job) -> dict:
+    """The job's label widths (nm) in voxels of its tomogram."""
+    nm_per_voxel = float(job.voxel_size[2]) / 10.0
+    return {cls: nm / nm_per_voxel for cls, nm in job.label_widths.items()}
+
+
+def _log_widths(job, measured, log):
+    nm_per_voxel = float(job.voxel_size[2]) / 10.0
+    for cls, widths in measured.items():
+        name = job.class_names[cls - 1]
+        if widths is None:
+            log(f"{job.tomogram}: no {name} labels to redraw at {job.label_widths[cls]:g} nm")
+        else:
+            before, after = (w * nm_per_voxel for w in widths)
+            log(
+                f"{job.tomogram}: {name} labels redrawn {job.label_widths[cls]:g} nm wide "
+                f"(measured {before:.1f} nm before, {after:.1f} nm after)"
+            )
 
 
 @contextlib.contextmanager

@@ -474,6 +474,15 @@ def _add_segment(sub):
         "feature (e.g. 50) or per feature (e.g. ribosome=200,membrane=500)",
     )
     p.add_argument(
+        "--label-width",
+        type=_label_widths,
+        default=None,
+        metavar="CLASS=NM,...",
+        help="redraw these features' labels this wide, in nm (e.g. membrane=9): the model draws labels as "
+        "wide as its training labels were, and annotators' conventions differ (a membrane as its 4-5 nm "
+        "bilayer, or 8-10 nm wide)",
+    )
+    p.add_argument(
         "--invert-contrast",
         action="store_true",
         help="the tomograms' dense matter is bright, unlike the model's training data (nothing is rewritten)",
@@ -528,6 +537,20 @@ def _min_size(text):
         ) from None
 
 
+def _label_widths(text):
+    """'membrane=9,double_membrane=6.5' -> {'membrane': 9.0, 'double_membrane': 6.5}."""
+    widths = {}
+    try:
+        for part in text.split(","):
+            name, value = part.split("=")
+            widths[name.strip()] = float(value)
+            if not name.strip() or not 0 < widths[name.strip()] < float("inf"):
+                raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CLASS=NM,... (positive nm), got {text!r}") from None
+    return widths
+
+
 def cmd_segment(args):
     from .api import segment
     from .modelfile import read_model_info
@@ -553,6 +576,7 @@ def cmd_segment(args):
         tta=args.tta,
         output_format=args.output_format,
         min_size=args.min_size,
+        label_width=args.label_width,
         invert_contrast=args.invert_contrast,
         match_spectrum=args.match_spectrum,
         workers=args.workers,

@@ -6,6 +6,11 @@ than `min_distance` from the others seeds one particle, and voxels go to the nea
 outside the size range are dropped. Centres are written as a RELION STAR file (rlnCoordinateX/Y/Z in
 voxels, plus Angstrom columns; written and read with the `starfile` library) and CSV.
 Cleanup: small connected components of chosen classes set to background.
+Label width: how wide a class's labels are drawn is a convention (a membrane labelled as its 4-5 nm
+bilayer, or a few voxels wide as many annotators draw it), not a property of the tomogram, so a model
+learns its training labels' width. `label_width` measures it (volume over half the surface, the surface
+from the Steiner formula: the volume gained dilating by 1 and by 3 voxels); `redraw_label_widths` moves
+each label's boundary by half the difference to a stated width, with distance transforms, in z slabs.
 """
 
 from __future__ import annotations
@@ -180,6 +185,96 @@ def remove_small_components(labels, min_voxels: dict[int, int]) -> dict[int, int
         del components
     labels[:] = data
     return removed
+
+
+_STEINER_RADII = (1.0, 3.0)  # voxels: far enough apart for a surface estimate, near enough for curvature
+_SLAB = 32  # slices per slab of the width passes (memory: a few slabs' float64 distances)
+
+
+def _slabs(nz: int, halo: int):
+    """(z0, z1, lo, hi): cores of `_SLAB` slices (at least 2 halos) and their ranges with the halo."""
+    size = max(_SLAB, 2 * halo)
+    for z0 in range(0, nz, size):
+        z1 = min(nz, z0 + size)
+        yield z0, z1, max(0, z0 - halo), min(nz, z1 + halo)
+
+
+def label_width(labels, class_index: int) -> float | None:
+    """Mean width (voxels) of class `class_index`'s labels across their surface, or None where it has none.
+
+    For a sheet of width w and area A the labels hold w * A voxels, and dilating them by r adds 2 * A * r;
+    so w = 2 * volume * (r2 - r1) / (volume within r2 - volume within r1). Sheet edges count as surface,
+    so sheets that end often (at a lamella's faces) measure narrower: 5% for closed shells, 10-20% in the
+    simulator's cells.
+    """
+    r1, r2 = _STEINER_RADII
+    halo = int(np.ceil(r2)) + 1
+    volume = within_1 = within_2 = 0
+    for z0, z1, lo, hi in _slabs(labels.shape[0], halo):
+        mask = np.asarray(labels[lo:hi]) == class_index
+        if not mask.any():
+            continue
+        distance = ndimage.distance_transform_edt(~mask)[z0 - lo : z1 - lo]
+        volume += int(np.count_nonzero(mask[z0 - lo : z1 - lo]))
+        within_1 += int(np.count_nonzero(distance <= r1))
+        within_2 += int(np.count_nonzero(distance <= r2))
+    if volume == 0 or within_2 <= within_1:
+        return None
+    return 2.0 * volume * (r2 - r1) / (within_2 - within_1)
+
+
+def redraw_label_widths(labels, widths: dict[int, float]) -> dict[int, tuple[float, float] | None]:
+    """Redraw each class of `widths` (class index -> width in voxels) at that width, in place.
+
+    The boundary of a class's labels moves by half the difference between the stated width and the
+    measured one (`label_width`), rounded to whole voxels: wider labels grow into background only (by
+    that many voxels), narrower ones lose the voxels that near the background but keep the ridge of
+    their distance transform, so no label disappears. `labels`: a writable (z, y, x) array (memory map,
+    zarr). Returns per class (measured width before, after), or None for a class with no labels.
+    Memory: a few 32-slice slabs.
+    """
+    result = {}
+    for cls, target in widths.items():
+        before = label_width(labels, cls)
+        if before is None:
+            result[cls] = None
+            continue
+        shift = (float(target) - before) / 2  # voxels per side; > 0 grows
+        voxels = int(np.floor(abs(shift) + 0.5))
+        if voxels:
+            _move_boundary(labels, cls, voxels if shift > 0 else -voxels)
+        result[cls] = (before, label_width(labels, cls))
+    return result
+
+
+def _move_boundary(labels, cls: int, voxels: int):
+    """Grow (voxels > 0) or shrink class `cls`'s labels by that many voxels, slab by slab.
+
+    Growing adds the background voxels within `voxels` of a label voxel (a Euclidean ball); shrinking
+    removes the label voxels within `voxels` of the background, except ridge voxels. Each slab is
+    redrawn from the original labels: the part of its halo that the previous slab has already rewritten
+    is put back from a copy.
+    """
+    reach = abs(voxels)
+    halo = reach + 3  # the ridge test reads distances 2 voxels past the reach
+    previous = None  # (z0, original slices of the previous core)
+    for z0, z1, lo, hi in _slabs(labels.shape[0], halo):
+        block = np.array(labels[lo:hi])
+        if previous is not None:
+            start, original = previous
+            block[: z0 - lo] = original[lo - start :]
+        mask = block == cls
+        previous = (z0, block[z0 - lo : z1 - lo].copy())
+        if not mask.any():
+            continue
+        if voxels > 0:
+            grown = (ndimage.distance_transform_edt(~mask) <= reach) & (block == 0)
+            block[grown] = cls
+        else:
+            inside = ndimage.distance_transform_edt(mask)
+            ridge = inside >= ndimage.maximum_filter(inside, size=3)
+            block[mask & (inside <= reach) & ~ridge] = 0
+        labels[z0:z1] = block[z0 - lo : z1 - lo]
 
 
 def score_picks(picked: np.ndarray, truth: np.ndarray, radius: float) -> dict:

@@ -5,7 +5,9 @@ Each training condition's model trains for --minutes (wall clock) on one simulat
 condition (the matrix's diagonal is a new cell of the training condition). Rows = training condition,
 columns = test condition, cells = mean Dice over the 4 features, with the test tomograms' spectra
 matched to the model's training data (the default) and as they are (`--no-match-spectrum`), from the
-same models. Models given with --models (files or built-in names) get a row each, with zero labels of
+same models, and with each test condition's membrane label width stated (`--label-width membrane=W`:
+how wide membranes are labelled is the annotators' convention, which a user states and a model cannot
+see in the tomogram). Models given with --models (files or built-in names) get a row each, with zero labels of
 the test conditions (no training here).
 
     python benchmarks/bench_generalise.py                      # 7 x 7, 5 min per model (~45 min)
@@ -34,6 +36,7 @@ from annotomo import TrainConfig, segment, simulate, train
 from annotomo.conventions import SYNTH_CLASSES
 from annotomo.modelfile import read_model_info
 from annotomo.spectrum import fine_to_middle_power
+from annotomo.synth import BILAYER_THICKNESS
 from annotomo.volumes import write_volume
 
 # name: (simulate options, pixel size). Each differs from the default in one respect (two for
@@ -67,11 +70,18 @@ def cell(work: Path, name: str, seed: int, tag: str = "", **specimen) -> dict:
     return dict(tomogram=tomo, labels=labels, truth=sim.labels)
 
 
-def score(model, tests: dict, work: Path, match_spectrum=True, tta=False) -> dict:
-    """Mean Dice (and per feature) of `model` on each test condition's cell."""
+def membrane_label_width(name: str) -> float:
+    """nm across which condition `name` labels a membrane (the simulator's convention unless it sets one)."""
+    return float(CONDITIONS[name][0].get("membrane_label_width", BILAYER_THICKNESS))
+
+
+def score(model, tests: dict, work: Path, match_spectrum=True, tta=False, state_width=False) -> dict:
+    """Mean Dice (and per feature) of `model` on each test condition's cell; state_width: segment with
+    the test condition's membrane label width stated, as a user states their convention.
+    """
     row = {}
     for name, test in tests.items():
-        out = work / f"seg_{abs(hash((str(model), name, match_spectrum, tta)))}"
+        out = work / f"seg_{abs(hash((str(model), name, match_spectrum, tta, state_width)))}"
         written = segment(
             model,
             [test["tomogram"]],
@@ -81,6 +91,7 @@ def score(model, tests: dict, work: Path, match_spectrum=True, tta=False) -> dic
             log=lambda *a: None,
             match_spectrum=match_spectrum,
             tta=tta,
+            label_width={"membrane": membrane_label_width(name)} if state_width else None,
         )[0]
         scored = score_test_cells([written["labels"]], [test["truth"]], SYNTH_CLASSES)["first"]
         row[name] = dict(
@@ -140,6 +151,7 @@ def main():
                     scores=score(model, tests, work),
                     score_seconds=round(time.time() - t0, 1),
                     scores_without_matching=score(model, tests, work, match_spectrum=False),
+                    scores_width_stated=score(model, tests, work, state_width=True),
                     **_scored_with_tta(args.tta, model, tests, work),
                 )
             )
@@ -177,6 +189,7 @@ def main():
                     scores=scores,
                     score_seconds=round(time.time() - t0, 1),
                     scores_without_matching=score(path, tests, work, match_spectrum=False),
+                    scores_width_stated=score(path, tests, work, state_width=True),
                     **_scored_with_tta(args.tta, path, tests, work),
                 )
             )
@@ -184,6 +197,7 @@ def main():
     for key, summary, what in (
         ("scores", "off_diagonal", "spectrum matched (the default)"),
         ("scores_without_matching", "off_diagonal_without_matching", "as they are (--no-match-spectrum)"),
+        ("scores_width_stated", "off_diagonal_width_stated", "spectrum matched, membrane label width stated"),
         ("scores_tta", "off_diagonal_tta", "spectrum matched, with --tta"),
     ):
         off = [
@@ -217,8 +231,8 @@ def _scored_with_tta(tta: bool, model, tests, work) -> dict:
 def _print_row(row, tests):
     if not hasattr(_print_row, "header"):
         _print_row.header = True
-        print(f"{'model (matched / as is [/ --tta])':<34}" + "".join(f"{t[:20]:>21}" for t in tests))
-    keys = ("scores", "scores_without_matching", "scores_tta")
+        print(f"{'model (matched/as is/width [/tta])':<34}" + "".join(f"{t[:20]:>21}" for t in tests))
+    keys = ("scores", "scores_without_matching", "scores_width_stated", "scores_tta")
     cells = ["/".join(f"{row[k][t]['mean_dice']:.3f}" for k in keys if k in row) for t in tests]
     print(f"{row['model'][:34]:<34}" + "".join(f"{c:>21}" for c in cells), flush=True)
 
