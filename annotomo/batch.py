@@ -284,7 +284,7 @@ def _log_widths(job, measured, log):
     for cls, widths in measured.items():
         name = job.class_names[cls - 1]
         if widths is None:
-            log(f"{job.tomogram}: no {name} labels to redraw at {job.label_widths[cls]:g} nm")
+            log(f"{job.tomogram}: {name} labels left as they are: none, or too dense to measure a width")
         else:
             before, after = (w * nm_per_voxel for w in widths)
             log(

@@ -200,7 +200,8 @@ def _slabs(nz: int, halo: int):
 
 
 def label_width(labels, class_index: int) -> float | None:
-    """Mean width (voxels) of class `class_index`'s labels across their surface, or None where it has none.
+    """Mean width (voxels) of class `class_index`'s labels across their surface; None where it has none,
+    or where they fill their surroundings (dilating them adds nothing: no surface to measure).
 
     For a sheet of width w and area A the labels hold w * A voxels, and dilating them by r adds 2 * A * r;
     so w = 2 * volume * (r2 - r1) / (volume within r2 - volume within r1). Sheet edges count as surface,
@@ -230,8 +231,8 @@ def redraw_label_widths(labels, widths: dict[int, float]) -> dict[int, tuple[flo
     measured one (`label_width`), rounded to whole voxels: wider labels grow into background only (by
     that many voxels), narrower ones lose the voxels that near the background but keep the ridge of
     their distance transform, so no label disappears. `labels`: a writable (z, y, x) array (memory map,
-    zarr). Returns per class (measured width before, after), or None for a class with no labels.
-    Memory: a few 32-slice slabs.
+    zarr). Returns per class (measured width before, after), or None for a class left as it is (no
+    labels, or no width to measure). Memory: a few 32-slice slabs.
     """
     result = {}
     for cls, target in widths.items():

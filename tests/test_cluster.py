@@ -17,6 +17,7 @@ from helpers import QUIET, run_cli
 
 from annotomo import segment, simulate
 from annotomo.outputs import MANIFEST_NAME
+from annotomo.synth import MEMBRANE
 from annotomo.volumes import open_volume, read_labels, write_volume
 
 distributed = pytest.importorskip(
@@ -105,6 +106,18 @@ def test_a_chunked_tomogram_equals_the_whole_in_ome_zarr_too(dask_client, batch_
         )
     )  # aligned up to the zarr chunks
     assert_same(chunked, whole)
+
+
+@pytest.mark.slow
+def test_labels_redrawn_at_a_stated_width_on_dask_equal_one_process(dask_client, trained_model, small_files, tmp_path):
+    """The redraw runs once per tomogram after its chunks, on the whole labels (the job carries it)."""
+    model, tomogram, width = trained_model[0], [small_files["test_tomo"]], dict(label_width={"membrane": 9.0})
+    plain = volumes_of(segment(model, tomogram, tmp_path / "plain", **QUIET))
+    here = volumes_of(segment(model, tomogram, tmp_path / "here", **width, **QUIET))
+    there = volumes_of(segment(model, tomogram, tmp_path / "dask", dask=dask_client, chunk_slices=5, **width, **QUIET))
+    assert_same(there, here)
+    (name,) = here
+    assert np.count_nonzero(here[name] == MEMBRANE) > 1.3 * np.count_nonzero(plain[name] == MEMBRANE)
 
 
 def test_a_tomogram_at_another_pixel_size_is_resampled_in_chunks_as_in_one_piece(dask_client, model_file, tmp_path):

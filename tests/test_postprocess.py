@@ -143,6 +143,9 @@ def _shell(thickness, radius=25.0, size=80):
 def test_label_width_of_a_shell_is_its_thickness(thickness):
     assert label_width(_shell(thickness), 1) == pytest.approx(thickness, rel=0.08)
     assert label_width(np.zeros((8, 8, 8), np.uint8), 1) is None
+    filled = np.ones((8, 8, 8), np.uint8)  # no surface: no width, and a redraw leaves it alone
+    assert label_width(filled, 1) is None and redraw_label_widths(filled, {1: 2.0}) == {1: None}
+    assert filled.all()
 
 
 @pytest.fixture(scope="module")
