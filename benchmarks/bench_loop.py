@@ -3,6 +3,7 @@
     python benchmarks/bench_loop.py              # ~12 min on 2 cores
     python benchmarks/bench_loop.py --label-actin --json benchmarks/results/loop_actin.json
     python benchmarks/bench_loop.py --start /tmp/candidate.annotomo --json /tmp/loop_candidate.json
+    python benchmarks/bench_loop.py --first-iterations 2000 --json /tmp/loop_2000.json
 
 On one simulated 64 x 256 x 256 tomogram at 28 A, with the plugin's own rules for what counts as
 annotated (`annotomo.viewer.layers`) and the calls its panel makes (`train`, `segment_array`):
@@ -102,6 +103,12 @@ def main():
         help="the first training's start: auto (the panel's default), or a model file or built-in name "
         "(to measure a candidate built-in model)",
     )
+    ap.add_argument(
+        "--first-iterations",
+        type=int,
+        help="the first training (from the start, and from scratch) trains this many iterations instead of "
+        "--minutes: how the painted-slices step does with a fixed fine-tuning length",
+    )
     args = ap.parse_args()
     steps = []
     specimen = dict(label_actin=True, actin_density=ACTIN_DENSITY) if args.label_actin else {}
@@ -113,13 +120,15 @@ def main():
         work = Path(tmp)
         labels = painted(truth, slices, class_names)
         start_words = "the panel's default start" if args.start == "auto" else f"from {args.start}"
+        length = f"{args.first_iterations} iterations" if args.first_iterations else f"{args.minutes:g} min"
+        first_config = dict(minutes=args.minutes, iterations=args.first_iterations, pixel_size=28.0)
         first, prediction, row = train_and_score(
-            f"paint {len(slices)} slices, train {args.minutes:g} min ({start_words}), segment",
+            f"paint {len(slices)} slices, train {length} ({start_words}), segment",
             tomogram,
             labels,
             (tomogram, truth, class_names),
             work / "first.annotomo",
-            TrainConfig(minutes=args.minutes, pixel_size=28.0),
+            TrainConfig(**first_config),
             init=args.start,
             annotated_slices=slices,
         )
@@ -127,12 +136,12 @@ def main():
         steps.append(row)
         steps.append(
             train_and_score(
-                f"the same {len(slices)} slices and {args.minutes:g} min from scratch, segment",
+                f"the same {len(slices)} slices and {length} from scratch, segment",
                 tomogram,
                 labels,
                 (tomogram, truth, class_names),
                 work / "scratch.annotomo",
-                TrainConfig(minutes=args.minutes, pixel_size=28.0),
+                TrainConfig(**first_config),
                 init=None,
             )[2]
         )
@@ -185,6 +194,7 @@ def main():
         class_names=class_names,
         actin_density=ACTIN_DENSITY if args.label_actin else None,
         shape=list(truth.shape),
+        first_iterations=args.first_iterations,
         steps=steps,
         fine_tuning_beats_its_start=steps[4]["mean_dice"] > steps[3]["mean_dice"],
     )
