@@ -263,3 +263,54 @@ def test_batches_made_in_the_background_are_the_batches_made_inline(tmp_path, sm
 
     with BatchMaker(failing, 2) as batches, pytest.raises(OSError, match="disk gone"):
         batches.next()  # an error while making a batch reaches the training loop
+
+
+def test_fine_tuning_stops_at_its_iteration_limit_and_says_so(tmp_path, small_pair):
+    """Fine-tuning a model that knows every feature stops at 2000 iterations per 64 x 256 x 256 annotated
+    voxels (at least 2000) when the minutes would last longer; a new network trains the minutes."""
+    from helpers import save_untrained_model
+
+    from annotomo.training.loop import _resolve_max_iterations
+
+    parent = read_model_info(save_untrained_model(tmp_path / "parent.annotomo"))
+    names = list(parent.class_names)
+
+    class Data:  # what the rule reads of the training data: its labels
+        def __init__(self, shape, annotated_slices=None):
+            self.labels = np.zeros(shape, np.uint8)
+            if annotated_slices is not None:
+                self.labels[:] = NOT_ANNOTATED
+                self.labels[annotated_slices] = 0
+
+    said = []
+    one_cell = [Data((64, 256, 256))]
+    assert _resolve_max_iterations(TrainConfig(), parent, names, one_cell, said.append).max_iterations == 2000
+    assert "stops after 2000 iterations" in said[0] and "--max-iterations 0" in said[0]
+    four = [Data((64, 256, 256))] * 4
+    assert _resolve_max_iterations(TrainConfig(), parent, names, four, said.append).max_iterations == 8000
+    painted = [Data((64, 256, 256), annotated_slices=[4, 20, 40])]
+    assert _resolve_max_iterations(TrainConfig(), parent, names, painted, said.append).max_iterations == 2000
+    for kept in (0, 50):  # as given
+        assert (
+            _resolve_max_iterations(TrainConfig(max_iterations=kept), parent, names, one_cell, print).max_iterations
+            == kept
+        )
+    assert _resolve_max_iterations(TrainConfig(), None, names, one_cell, print).max_iterations == 0  # new network
+    with_new = [*names, "actin"]  # a feature the parent lacks: trained as a new output, no limit
+    assert _resolve_max_iterations(TrainConfig(), parent, with_new, one_cell, print).max_iterations == 0
+
+    # In training: the limit ends a minutes budget early.
+    s = small_pair[0]
+    messages = []
+    result = train(
+        [s.tomogram],
+        [s.labels],
+        names,
+        tmp_path / "tuned.annotomo",
+        TrainConfig(minutes=10, max_iterations=12, epoch_iterations=4, patch=32, batch_size=2, validation_slices=2),
+        init=tmp_path / "parent.annotomo",
+        progress=False,
+        log=messages.append,
+    )
+    assert result.iterations == 12 and result.seconds < 120
+    assert read_model_info(tmp_path / "tuned.annotomo").provenance["config"]["max_iterations"] == 12

@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 NEW_NETWORK_LEARNING_RATE = 6e-3
 # Fine-tuning for features the model knows: it carries over further than at 6e-3 (RESULTS.md#generalise).
 FINE_TUNING_LEARNING_RATE = 1e-3
+# Fine-tuning a model that knows every feature stops after this many iterations per FINE_TUNING_VOXELS
+# annotated voxels (at least this many), if the minutes last longer: on one tomogram, longer costs the
+# model's breadth on other conditions (RESULTS.md#generalise, "Fine-tuning length").
+FINE_TUNING_ITERATIONS = 2000
+FINE_TUNING_VOXELS = 64 * 256 * 256
 # Extra noise for denoised training tomograms: the model then carries over to raw ones (RESULTS.md#generalise).
 AUTO_NOISE_FRACTION = 0.3
 
@@ -32,6 +37,10 @@ class TrainConfig:
         weight_decay: AdamW's weight decay.
         minutes: wall-clock training budget (ignored when `iterations` is set).
         iterations: train exactly this many iterations (a deterministic length) instead of `minutes`.
+        max_iterations: with a `minutes` budget, stop after this many iterations if they come first (the
+            learning-rate schedule ends with whichever does). None: for fine-tuning a model that knows
+            every feature, FINE_TUNING_ITERATIONS per FINE_TUNING_VOXELS annotated voxels (at least
+            FINE_TUNING_ITERATIONS), else no limit; 0: no limit.
         epoch_iterations: iterations between validations (and checkpoints).
         seed: seeds the patch draws, augmentation and weight initialisation.
         class_weight_power: cross-entropy class weights are inverse class frequency to this power.
@@ -67,6 +76,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     minutes: float | None = 5.0
     iterations: int | None = None
+    max_iterations: int | None = None
     epoch_iterations: int = 100
     seed: int = 0
     class_weight_power: float = 0.25

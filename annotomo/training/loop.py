@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..conventions import MAX_CLASSES
+from ..conventions import MAX_CLASSES, NOT_ANNOTATED
 from ..device import choose_device, choose_precision, mixed_precision
 from ..errors import AnnotomoError
 from ..modelfile import ModelInfo, builtin_models_for, read_model_info
@@ -39,7 +39,14 @@ from .checkpoint import (
     save_final,
     write_log,
 )
-from .config import AUTO_NOISE_FRACTION, FINE_TUNING_LEARNING_RATE, NEW_NETWORK_LEARNING_RATE, TrainConfig
+from .config import (
+    AUTO_NOISE_FRACTION,
+    FINE_TUNING_ITERATIONS,
+    FINE_TUNING_LEARNING_RATE,
+    FINE_TUNING_VOXELS,
+    NEW_NETWORK_LEARNING_RATE,
+    TrainConfig,
+)
 from .data import PatchSampler, load_annotated
 from .finetune import start_from
 from .losses import class_weights, cross_entropy_and_dice, tomoseg_loss, weighted_cross_entropy
@@ -144,6 +151,7 @@ def train(
         for t, lab in validation
     ]
     _check_classes_present(data, class_names)
+    config = _resolve_max_iterations(config, parent, class_names, data, log if main else (lambda *a: None))
     pixel_sizes = {d.pixel_size for d in data if d.pixel_size}
     if len(pixel_sizes) > 1:
         warnings.warn(f"training tomograms have different pixel sizes {sorted(pixel_sizes)} A", stacklevel=2)
@@ -191,7 +199,8 @@ def train(
     def fraction_done():
         if budget_iters:
             return state["iteration"] / budget_iters
-        return (time.perf_counter() - start) / budget_seconds
+        by_time = (time.perf_counter() - start) / budget_seconds
+        return max(by_time, state["iteration"] / config.max_iterations) if config.max_iterations else by_time
 
     def where_are_we(stopping):
         """(fraction done, whether to stop): process 0's clock and anyone's stop, when there are several."""
@@ -294,6 +303,23 @@ def _starting_point(init, tomograms, class_names, config, log):
         knows_all = parent is not None and set(class_names) <= set(parent.class_names)
         config = replace(config, learning_rate=FINE_TUNING_LEARNING_RATE if knows_all else NEW_NETWORK_LEARNING_RATE)
     return model, config, parent, record
+
+
+def _resolve_max_iterations(config, parent, class_names, data, log):
+    """`config` with max_iterations settled: as given (0: none), else for fine-tuning a model that knows
+    every feature FINE_TUNING_ITERATIONS per FINE_TUNING_VOXELS annotated voxels (at least that), else 0.
+    """
+    if config.max_iterations is not None or config.iterations:
+        return config
+    if parent is None or not set(class_names) <= set(parent.class_names):
+        return replace(config, max_iterations=0)
+    annotated = sum(int(np.count_nonzero(d.labels != NOT_ANNOTATED)) for d in data)
+    limit = int(FINE_TUNING_ITERATIONS * max(1.0, annotated / FINE_TUNING_VOXELS))
+    log(
+        f"fine-tuning stops after {limit} iterations if the {config.minutes or 5.0:g} minutes last longer: on this "
+        "much annotation, longer costs the model's breadth on other data (--max-iterations 0: the full minutes)"
+    )
+    return replace(config, max_iterations=limit)
 
 
 def _resolve_noise_fraction(config, spectra, log):
