@@ -280,6 +280,8 @@ def train(
                 ctx.barrier()
         signalled = signals.requested
         interrupted = stopping() if ctx is None else ctx.sync(0.0, stopping())[1]
+    if not interrupted and bar.n < bar.total:  # the iteration limit ended a minutes budget early: done
+        bar.update(bar.total - bar.n)
     bar.close()
     seconds = time.perf_counter() - start
     if main:
