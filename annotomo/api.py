@@ -270,24 +270,23 @@ def _min_voxels_by_index(min_size, class_names) -> dict[int, int]:
     if not min_size:
         return {}
     if isinstance(min_size, dict):
-        unknown = [n for n in min_size if n not in class_names]
-        if unknown:
-            raise AnnotomoError(
-                f"min_size names {', '.join(unknown)}, not classes of the model ({', '.join(class_names)})"
-            )
+        _check_names("min_size", min_size, class_names)
         return {class_names.index(n) + 1: int(v) for n, v in min_size.items() if v}
     return {k + 1: int(min_size) for k in range(len(class_names))}
+
+
+def _check_names(option, values: dict, class_names):
+    """Raise AnnotomoError when `option` ({class name: value}) names classes the model does not have."""
+    unknown = [n for n in values if n not in class_names]
+    if unknown:
+        raise AnnotomoError(f"{option} names {', '.join(unknown)}, not classes of the model ({', '.join(class_names)})")
 
 
 def _label_widths_by_index(label_width, class_names) -> dict[int, float]:
     """{name: nm} -> {class index: nm}; raises AnnotomoError for unknown names or widths that are not > 0."""
     if not label_width:
         return {}
-    unknown = [n for n in label_width if n not in class_names]
-    if unknown:
-        raise AnnotomoError(
-            f"label_width names {', '.join(unknown)}, not classes of the model ({', '.join(class_names)})"
-        )
+    _check_names("label_width", label_width, class_names)
     bad = [n for n, nm in label_width.items() if not (float(nm) > 0 and np.isfinite(float(nm)))]
     if bad:
         raise AnnotomoError(f"label widths must be positive (nm): {', '.join(f'{n}={label_width[n]}' for n in bad)}")

@@ -50,6 +50,11 @@ class SegmentJob:
         return needs_resampling(self.model_pixel_size, None if self.voxel_size is None else self.voxel_size[2])
 
     @property
+    def nm_per_voxel(self) -> float:
+        """The tomogram's pixel size in nm (label widths are stated in nm)."""
+        return float(self.voxel_size[2]) / 10.0
+
+    @property
     def voxels(self) -> int:
         """Voxels of the tomogram."""
         return int(np.prod(self.shape))
@@ -275,18 +280,16 @@ def finish(job: SegmentJob, log=print) -> dict:
 
 def _widths_in_voxels(job) -> dict:
     """The job's label widths (nm) in voxels of its tomogram."""
-    nm_per_voxel = float(job.voxel_size[2]) / 10.0
-    return {cls: nm / nm_per_voxel for cls, nm in job.label_widths.items()}
+    return {cls: nm / job.nm_per_voxel for cls, nm in job.label_widths.items()}
 
 
 def _log_widths(job, measured, log):
-    nm_per_voxel = float(job.voxel_size[2]) / 10.0
     for cls, widths in measured.items():
         name = job.class_names[cls - 1]
         if widths is None:
             log(f"{job.tomogram}: {name} labels left as they are: none, or too dense to measure a width")
         else:
-            before, after = (w * nm_per_voxel for w in widths)
+            before, after = (w * job.nm_per_voxel for w in widths)
             log(
                 f"{job.tomogram}: {name} labels redrawn {job.label_widths[cls]:g} nm wide "
                 f"(measured {before:.1f} nm before, {after:.1f} nm after)"

@@ -302,9 +302,14 @@ def _starting_point(init, tomograms, class_names, config, log):
     if init is not None:
         model, config, parent, record = start_from(init, class_names, config, log)
     if config.learning_rate is None:  # the log and model record the rate used
-        knows_all = parent is not None and set(class_names) <= set(parent.class_names)
-        config = replace(config, learning_rate=FINE_TUNING_LEARNING_RATE if knows_all else NEW_NETWORK_LEARNING_RATE)
+        rate = FINE_TUNING_LEARNING_RATE if _knows_every_feature(parent, class_names) else NEW_NETWORK_LEARNING_RATE
+        config = replace(config, learning_rate=rate)
     return model, config, parent, record
+
+
+def _knows_every_feature(parent, class_names) -> bool:
+    """Whether training fine-tunes a model (`parent`, or None for a new network) that knows every feature."""
+    return parent is not None and set(class_names) <= set(parent.class_names)
 
 
 def _resolve_max_iterations(config, parent, class_names, data, log):
@@ -313,7 +318,7 @@ def _resolve_max_iterations(config, parent, class_names, data, log):
     """
     if config.max_iterations is not None or config.iterations:
         return config
-    if parent is None or not set(class_names) <= set(parent.class_names):
+    if not _knows_every_feature(parent, class_names):
         return replace(config, max_iterations=0)
     annotated = sum(int(np.count_nonzero(d.labels != NOT_ANNOTATED)) for d in data)
     limit = int(FINE_TUNING_ITERATIONS * max(1.0, annotated / FINE_TUNING_VOXELS))
