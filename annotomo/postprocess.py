@@ -244,7 +244,7 @@ def redraw_label_widths(labels, widths: dict[int, float]) -> dict[int, tuple[flo
         voxels = int(np.floor(abs(shift) + 0.5))
         if voxels:
             _move_boundary(labels, cls, voxels if shift > 0 else -voxels)
-        result[cls] = (before, label_width(labels, cls))
+        result[cls] = (before, label_width(labels, cls) if voxels else before)  # unmoved: measured already
     return result
 
 
