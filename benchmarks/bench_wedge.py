@@ -8,7 +8,10 @@ tilt axis (y). This scores a model on the matrix's test cells (seeds 1001, 2001,
 splits each feature's recall by orientation, from the structure tensor of its true labels:
 
 - membranes by the angle between the membrane's normal and z (0: parallel to the slices);
-- microtubules by the angle between their axis and y, the tilt axis (90: across it).
+- microtubules by the angle between their axis and y, the tilt axis (90: across it);
+
+and gives each feature's precision, recall and Dice at both tilt ranges (the missing wedge also
+elongates objects along z, which costs precision).
 
     python benchmarks/bench_wedge.py --model cellular-v2
     python benchmarks/bench_wedge.py --model fine_tuned.annotomo --json benchmarks/results/wedge.json
@@ -27,6 +30,8 @@ from common import RESULTS, results_header
 from scipy import ndimage
 
 from annotomo import segment, simulate
+from annotomo.conventions import SYNTH_CLASSES
+from annotomo.metrics import confusion_matrix
 from annotomo.synth import MEMBRANE, MICROTUBULE
 from annotomo.volumes import read_labels, write_volume
 
@@ -59,6 +64,12 @@ def orientation_angles(truth: np.ndarray, label: int, eigenvector: int, axis: in
     return np.degrees(np.arccos(np.clip(np.abs(direction[:, axis]), 0.0, 1.0)))
 
 
+def _read(path) -> np.ndarray:
+    """A label file's voxels."""
+    with read_labels(path) as labels:
+        return np.asarray(labels.data)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="cellular-v2", help="a model file or built-in name")
@@ -81,11 +92,23 @@ def main():
             written = segment(
                 args.model, tomograms, Path(tmp) / "out", overwrite=True, progress=False, log=lambda *a: None
             )
+            predictions = [_read(w["labels"]) for w in written]
+            confusion = sum(
+                confusion_matrix(truth, predicted, len(SYNTH_CLASSES) + 1)
+                for predicted, truth in zip(predictions, truths, strict=True)
+            )
+            result.setdefault("overall", {})[condition] = {
+                name: dict(
+                    precision=round(float(confusion[k, k] / max(confusion[:, k].sum(), 1)), 3),
+                    recall=round(float(confusion[k, k] / max(confusion[k, :].sum(), 1)), 3),
+                    dice=round(float(2 * confusion[k, k] / max(confusion[:, k].sum() + confusion[k, :].sum(), 1)), 3),
+                )
+                for k, name in enumerate(SYNTH_CLASSES, start=1)
+            }
             for name, (label, eigenvector, axis, _) in FEATURES.items():
                 voxels, found = np.zeros(len(ANGLE_BINS) - 1), np.zeros(len(ANGLE_BINS) - 1)
-                for w, truth in zip(written, truths, strict=True):
-                    with read_labels(w["labels"]) as predicted:
-                        hit = np.asarray(predicted.data)[truth == label] == label
+                for predicted, truth in zip(predictions, truths, strict=True):
+                    hit = predicted[truth == label] == label
                     bins = np.clip(
                         np.digitize(orientation_angles(truth, label, eigenvector, axis), ANGLE_BINS) - 1,
                         0,
@@ -107,6 +130,10 @@ def main():
             print(f"{condition:>20}" + "".join(f"{v:>8.2f}" for v in r["recall"]) + f"{r['recall_all']:>8.2f}")
         shares = next(iter(feature["conditions"].values()))["share_of_voxels"]
         print(f"{'share of voxels':>20}" + "".join(f"{v:>8.2f}" for v in shares))
+    print(f"{'precision / recall / Dice':>26}" + "".join(f"{name:>22}" for name in SYNTH_CLASSES))
+    for condition, scores in result["overall"].items():
+        cells = ["/".join(f"{scores[n][k]:.3f}" for k in ("precision", "recall", "dice")) for n in SYNTH_CLASSES]
+        print(f"{condition:>26}" + "".join(f"{c:>22}" for c in cells))
     Path(args.json).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.json}")
 
