@@ -215,22 +215,13 @@ def main():
         ("scores_width_stated", "off_diagonal_width_stated", "spectrum matched, membrane label width stated"),
         ("scores_tta", "off_diagonal_tta", "spectrum matched, with --tta"),
     ):
-        off = [
-            r[key][c]["mean_dice"]
-            for r in result["rows"]
-            if r["trained_on"] and key in r
-            for c in r[key]
-            if c != r["trained_on"]
+        off_cells = [
+            r[key][c] for r in result["rows"] if r["trained_on"] and key in r for c in r[key] if c != r["trained_on"]
         ]
+        off = [entry["mean_dice"] for entry in off_cells]
+        # the worst single test cell of each matrix cell: how far one tomogram strays from the pool
+        worst = [min(entry["cells"]) for entry in off_cells]
         if off:
-            # the worst single test cell of each matrix cell: how far one tomogram strays from the pool
-            worst = [
-                min(r[key][c]["cells"])
-                for r in result["rows"]
-                if r["trained_on"] and key in r
-                for c in r[key]
-                if c != r["trained_on"]
-            ]
             result[summary] = dict(
                 min=min(off),
                 mean=float(np.mean(off)),

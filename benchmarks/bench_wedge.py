@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_generalise import FIELD, TEST_SEEDS
 from common import RESULTS, results_header
 from scipy import ndimage
 
 from annotomo import segment, simulate
 from annotomo.conventions import SYNTH_CLASSES
-from annotomo.metrics import confusion_matrix
+from annotomo.metrics import confusion_matrix, scores_from_confusion
 from annotomo.synth import MEMBRANE, MICROTUBULE
 from annotomo.volumes import read_labels, write_volume
 
@@ -39,7 +40,6 @@ CONDITIONS = {
     "+-60 deg, 3 um": dict(tilt_range=60.0, defocus=3.0),
     "+-45 deg, 5.5 um": dict(tilt_range=45.0, defocus=5.5),
 }
-TEST_SEEDS = (1001, 2001, 3001)
 ANGLE_BINS = np.array([0, 15, 30, 45, 60, 75, 90])
 # feature: (label, which structure-tensor eigenvector, which axis the angle is measured from, what it is)
 FEATURES = {
@@ -53,9 +53,9 @@ def orientation_angles(truth: np.ndarray, label: int, eigenvector: int, axis: in
     structure tensor of its mask: the strongest gradient direction (-1) is a sheet's normal, the weakest
     (0) a filament's axis.
     """
-    mask = (truth == label).astype(np.float32)
-    grads = [ndimage.gaussian_filter(mask, 1.0, order=o) for o in ((1, 0, 0), (0, 1, 0), (0, 0, 1))]
     inside = truth == label
+    mask = inside.astype(np.float32)
+    grads = [ndimage.gaussian_filter(mask, 1.0, order=o) for o in ((1, 0, 0), (0, 1, 0), (0, 0, 1))]
     tensor = np.empty((int(inside.sum()), 3, 3), np.float32)
     for i in range(3):
         for j in range(i, 3):
@@ -84,7 +84,7 @@ def main():
         for condition, options in CONDITIONS.items():
             tomograms, truths = [], []
             for seed in TEST_SEEDS:
-                sim = simulate(shape=(64, 256, 256), pixel_size=28.0, seed=seed, **options)
+                sim = simulate(shape=FIELD, pixel_size=28.0, seed=seed, **options)
                 path = Path(tmp) / f"{options['tilt_range']:.0f}_{seed}_tomo.mrc"
                 write_volume(path, sim.tomogram, (28.0,) * 3)
                 tomograms.append(path)
@@ -97,13 +97,9 @@ def main():
                 confusion_matrix(truth, predicted, len(SYNTH_CLASSES) + 1)
                 for predicted, truth in zip(predictions, truths, strict=True)
             )
+            classes = scores_from_confusion(confusion, SYNTH_CLASSES)["classes"]
             result.setdefault("overall", {})[condition] = {
-                name: dict(
-                    precision=round(float(confusion[k, k] / max(confusion[:, k].sum(), 1)), 3),
-                    recall=round(float(confusion[k, k] / max(confusion[k, :].sum(), 1)), 3),
-                    dice=round(float(2 * confusion[k, k] / max(confusion[:, k].sum() + confusion[k, :].sum(), 1)), 3),
-                )
-                for k, name in enumerate(SYNTH_CLASSES, start=1)
+                name: {k: round(v[k], 3) for k in ("precision", "recall", "dice")} for name, v in classes.items()
             }
             for name, (label, eigenvector, axis, _) in FEATURES.items():
                 voxels, found = np.zeros(len(ANGLE_BINS) - 1), np.zeros(len(ANGLE_BINS) - 1)
