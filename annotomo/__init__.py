@@ -19,14 +19,39 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-from .api import evaluate, segment, synthesize  # noqa: E402
-from .errors import AnnotomoError, InputError  # noqa: E402
-from .metrics import segmentation_scores  # noqa: E402
-from .modelfile import load_model, read_model_info  # noqa: E402
-from .normalize import robust_normalization  # noqa: E402
-from .predict import Predictor  # noqa: E402
-from .synth import simulate  # noqa: E402
-from .training import TrainConfig, train  # noqa: E402
+# The API is imported on first use (PEP 562), so that `import annotomo.batch` or `annotomo --help` does
+# not import torch and every stage above the one asked for.
+_API = {
+    "AnnotomoError": "errors",
+    "InputError": "errors",
+    "Predictor": "predict",
+    "TrainConfig": "training",
+    "evaluate": "api",
+    "load_model": "modelfile",
+    "read_model_info": "modelfile",
+    "robust_normalization": "normalize",
+    "segment": "api",
+    "segmentation_scores": "metrics",
+    "simulate": "synth",
+    "synthesize": "api",
+    "train": "training",
+}
+
+
+def __getattr__(name):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'annotomo' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))
+
 
 __all__ = [
     "AnnotomoError",

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import AnnotomoError, InputError
 from .metrics import format_scores, segmentation_scores
+from .normalize import warn_if_inverted
 from .postprocess import Picks, write_picks
 from .predict import Predictor
 from .resample import BackResampler, ResampledVolume, needs_resampling
@@ -106,141 +105,147 @@ def segment(
         >>> annotomo.segment("cellular-v2", ["tomo.mrc"], "annotated/")  # doctest: +SKIP
         [{'labels': 'annotated/tomo_labels.mrc'}]
     """
-    from .batch import plan_job, warn_if_resampled
-    from .outputs import Manifest, ManifestEntry, file_digest, input_identity, remove_stale_partials
-
     distributed = workers is not None or dask is not None
     if distributed and isinstance(model, Predictor):
         raise AnnotomoError("segmenting on Dask needs a model file (workers load it), not a Predictor")
     predictor = model if isinstance(model, Predictor) else Predictor.from_file(model, **predictor_options)
-    info = predictor.info
-    model_record = dict(model=str(model), sha256=None)
-    if not isinstance(model, Predictor):
-        from .modelfile import model_label, resolve_model
-
-        model_record = dict(model=model_label(model), sha256=file_digest(resolve_model(model)))
-    min_voxels = _min_voxels_by_index(min_size, info.class_names)
-    label_widths = _label_widths_by_index(label_width, info.class_names)
-    options = dict(
-        probabilities=bool(probabilities),
-        format=output_format,
-        min_size=min_size,
-        label_width=label_width or None,
-        pixel_size=pixel_size,
-        invert_contrast=bool(invert_contrast),
-        match_spectrum=bool(match_spectrum),
-        precision=predictor.precision,
-        z_smooth=predictor.z_radius,
-        tta=predictor.tta,
-    )
-    outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise InputError(outdir, "output path exists and is not a folder")
-    outdir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(outdir)
     tomograms = [Path(t) for t in tomograms]
-    planned = [(t, output_paths(t, outdir, info.class_names, probabilities, output_format)) for t in tomograms]
-    names = [str(p) for _, paths in planned for p in paths.values()]
-    if len(set(names)) != len(names):
-        raise AnnotomoError(
-            "two inputs would write the same output file (same file name stem); segment them into different folders"
-        )
-    jobs, results, failures, skipped = [], {}, {}, 0
-    for t, paths in planned:  # check every input and output before any long work
-        if t.exists() and manifest.complete(t, model_record, options):
-            results[t] = {k: str(v) for k, v in paths.items()}
-            skipped += 1
-            continue
-        for p in paths.values():
-            check_output_path(p, inputs=tomograms, overwrite=overwrite)
-        try:
-            jobs.append(
-                plan_job(
-                    t,
-                    paths,
-                    info,
-                    probabilities,
-                    invert_contrast,
-                    pixel_size,
-                    min_voxels,
-                    chunk_slices if distributed else None,
-                    match_spectrum,
-                    label_widths,
-                )
-            )
-        except AnnotomoError as exc:
-            failures[t] = exc
-            identity = input_identity(t) if t.exists() else {}
-            entry = ManifestEntry(status="failed", error=str(exc), model=model_record, options=options, input=identity)
-            manifest.record(t, entry)
-    if skipped:
-        log(f"{skipped} tomogram(s) already complete in {manifest.path}: skipped")
+    plan = _plan_segment(
+        model,
+        predictor,
+        tomograms,
+        outdir,
+        dict(
+            probabilities=bool(probabilities),
+            format=output_format,
+            min_size=min_size,
+            label_width=label_width or None,
+            pixel_size=pixel_size,
+            invert_contrast=bool(invert_contrast),
+            match_spectrum=bool(match_spectrum),
+            precision=predictor.precision,
+            z_smooth=predictor.z_radius,
+            tta=predictor.tta,
+        ),
+        overwrite,
+        chunk_slices if distributed else None,
+    )
+    if plan.skipped:
+        log(f"{plan.skipped} tomogram(s) already complete in {plan.manifest.path}: skipped")
+    if distributed:
+        from .cluster import run_on_dask
 
-    def record(job, outputs=None, error=None, seconds=None, chunks=1):
+        done, failed = run_on_dask(
+            model,
+            plan.jobs,
+            predictor_options,
+            workers=workers,
+            address=dask,
+            progress=progress,
+            log=log,
+            record=plan.record,
+        )
+    else:
+        from .batch import run_here
+
+        done, failed = run_here(predictor, plan.jobs, progress, log, plan.record)
+    plan.results.update(done)
+    plan.failures.update(failed)
+    if plan.failures:
+        raise _batch_error(plan.failures, len(tomograms), plan.manifest.path)
+    return [plan.results[t] for t in tomograms]
+
+
+@dataclasses.dataclass
+class _SegmentPlan:
+    """What `segment` will do: the jobs to run, the inputs already done or failed, and the manifest."""
+
+    manifest: object
+    model_record: dict
+    options: dict
+    jobs: list = dataclasses.field(default_factory=list)
+    results: dict = dataclasses.field(default_factory=dict)  # tomogram -> {output name: path}
+    failures: dict = dataclasses.field(default_factory=dict)  # tomogram -> error
+    skipped: int = 0
+
+    def record(self, job, outputs=None, error=None, seconds=None, chunks=1):
+        """Record how a job went in the manifest (runners call it as each tomogram ends)."""
+        from .outputs import ManifestEntry, input_identity
+
         entry = ManifestEntry(
             status="failed" if error else "done",
             outputs=outputs or {},
             seconds=seconds,
             error=error,
             input=input_identity(job.tomogram),
-            model=model_record,
-            options=options,
+            model=self.model_record,
+            options=self.options,
             chunks=chunks,
         )
-        manifest.record(job.tomogram, entry)
+        self.manifest.record(job.tomogram, entry)
 
-    for job in jobs:
+
+def _plan_segment(model, predictor, tomograms, outdir, options, overwrite, chunk_slices) -> _SegmentPlan:
+    """Check every input and output before any long work; a job per tomogram that is not complete yet.
+
+    Inputs that cannot be planned are recorded as failed (the others still run); outputs that exist
+    without `overwrite` raise.
+    """
+    from .batch import plan_job, warn_if_resampled
+    from .outputs import Manifest, ManifestEntry, file_digest, input_identity, remove_stale_partials
+
+    info = predictor.info
+    model_record = dict(model=str(model), sha256=None)
+    if not isinstance(model, Predictor):
+        from .modelfile import model_label, resolve_model
+
+        model_record = dict(model=model_label(model), sha256=file_digest(resolve_model(model)))
+    min_voxels = _min_voxels_by_index(options["min_size"], info.class_names)
+    label_widths = _label_widths_by_index(options["label_width"], info.class_names)
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(outdir, "output path exists and is not a folder")
+    outdir.mkdir(parents=True, exist_ok=True)
+    plan = _SegmentPlan(Manifest(outdir), model_record, options)
+    probabilities, output_format = options["probabilities"], options["format"]
+    planned = [(t, output_paths(t, outdir, info.class_names, probabilities, output_format)) for t in tomograms]
+    names = [str(p) for _, paths in planned for p in paths.values()]
+    if len(set(names)) != len(names):
+        raise AnnotomoError(
+            "two inputs would write the same output file (same file name stem); segment them into different folders"
+        )
+    for t, paths in planned:
+        if t.exists() and plan.manifest.complete(t, model_record, options):
+            plan.results[t] = {k: str(v) for k, v in paths.items()}
+            plan.skipped += 1
+            continue
+        for p in paths.values():
+            check_output_path(p, inputs=tomograms, overwrite=overwrite)
+        try:
+            plan.jobs.append(
+                plan_job(
+                    t,
+                    paths,
+                    info,
+                    probabilities,
+                    options["invert_contrast"],
+                    options["pixel_size"],
+                    min_voxels,
+                    chunk_slices,
+                    options["match_spectrum"],
+                    label_widths,
+                )
+            )
+        except AnnotomoError as exc:
+            plan.failures[t] = exc
+            identity = input_identity(t) if t.exists() else {}
+            entry = ManifestEntry(status="failed", error=str(exc), model=model_record, options=options, input=identity)
+            plan.manifest.record(t, entry)
+    for job in plan.jobs:
         for output in job.outputs.values():
             remove_stale_partials(output.path)
-        warn_if_resampled(job, stacklevel=3)
-    if distributed:
-        from .cluster import run_on_dask
-
-        done, failed = run_on_dask(
-            model, jobs, predictor_options, workers=workers, address=dask, progress=progress, log=log, record=record
-        )
-    else:
-        done, failed = _run_here(predictor, jobs, progress, log, record)
-    results.update(done)
-    failures.update(failed)
-    if failures:
-        raise _batch_error(failures, len(tomograms), manifest.path)
-    return [results[t] for t in tomograms]
-
-
-def _run_here(predictor, jobs, progress, log, record):
-    """Segment `jobs` one after the other in this process; returns ({tomogram: outputs}, {tomogram: error})."""
-    from .batch import BatchBar, finish, normalization_of, segment_whole
-
-    done, failed = {}, {}
-    bar = BatchBar(jobs) if progress and jobs else None
-    for job in jobs:
-        start = time.perf_counter()
-        try:
-            job.create_outputs()
-            norm = normalization_of(job, predictor.info)
-            segment_whole(predictor, job, norm, progress=bar.advance if bar else False)
-            written = finish(job, log)
-        except AnnotomoError as exc:
-            job.discard_outputs()
-            failed[job.tomogram] = exc
-            record(job, error=str(exc), seconds=round(time.perf_counter() - start, 2))
-            continue
-        except BaseException:
-            job.discard_outputs()
-            raise
-        record(job, written, seconds=round(time.perf_counter() - start, 2))
-        done[job.tomogram] = written
-        if bar:
-            bar.tomogram_done()
-        log(
-            f"{job.tomogram} -> {written['labels']}"
-            + (" (resampled)" if job.resampled else "")
-            + (f" (+ {len(job.class_names)} probability maps)" if job.probabilities else "")
-        )
-    if bar:
-        bar.close()
-    return done, failed
+        warn_if_resampled(job, stacklevel=4)
+    return plan
 
 
 def _batch_error(failures: dict, total: int, manifest_path) -> AnnotomoError:
@@ -252,17 +257,6 @@ def _batch_error(failures: dict, total: int, manifest_path) -> AnnotomoError:
     return AnnotomoError(
         f"{len(failures)} of {total} tomograms failed (the others are done; {manifest_path} records each): {listed}"
     )
-
-
-def warn_if_inverted(norm, path, invert_contrast=False):
-    """Warn when the tomogram's intensities suggest the opposite contrast of what the model expects."""
-    if norm.looks_inverted:
-        advice = "drop --invert-contrast" if invert_contrast else "if so, use --invert-contrast"
-        warnings.warn(
-            f"{path}: intensities are skewed towards bright values (skewness {norm.skewness:+.2f} as the "
-            f"model sees them), as where dense matter is bright; {advice}",
-            stacklevel=3,
-        )
 
 
 def _min_voxels_by_index(min_size, class_names) -> dict[int, int]:
@@ -291,11 +285,6 @@ def _label_widths_by_index(label_width, class_names) -> dict[int, float]:
     if bad:
         raise AnnotomoError(f"label widths must be positive (nm): {', '.join(f'{n}={label_width[n]}' for n in bad)}")
     return {class_names.index(n) + 1: float(nm) for n, nm in label_width.items()}
-
-
-def _log_cleanup(removed, class_names, log):
-    parts = [f"{class_names[k - 1]} {n}" for k, n in removed.items() if n]
-    log("removed small components: " + (", ".join(parts) if parts else "none"))
 
 
 def segment_array(

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AnnotomoError, InputError
-from .outputs import PartialOutput
+from .normalize import warn_if_inverted
 from .resample import BackResampler, ResampledVolume, needs_resampling
-from .volumes import open_volume
+from .volumes import PartialOutput, open_volume
 
 
 @dataclass
@@ -170,8 +170,6 @@ def normalization_of(job: SegmentJob, info, warn=True):
     with job.open() as vol:
         norm = info.normalization_for(vol.data, vol.path, job.invert_contrast, job.match_spectrum, vol.voxel_size)
     if warn:
-        from .api import warn_if_inverted
-
         warn_if_inverted(norm, job.tomogram, job.invert_contrast)
     return norm
 
@@ -267,14 +265,13 @@ def finish(job: SegmentJob, log=print) -> dict:
     and finished, to within a voxel).
     """
     if (job.min_voxels or job.label_widths) and not job.outputs["labels"].renamed_into_place():
-        from .api import _log_cleanup
-        from .postprocess import redraw_label_widths, remove_small_components
+        from .postprocess import log_cleanup, redraw_label_widths, remove_small_components
 
         with job.outputs["labels"].writable() as labels:
             if job.label_widths:
                 _log_widths(job, redraw_label_widths(labels, _widths_in_voxels(job)), log)
             if job.min_voxels:
-                _log_cleanup(remove_small_components(labels, job.min_voxels), job.class_names, log)
+                log_cleanup(remove_small_components(labels, job.min_voxels), job.class_names, log)
     return {name: str(o.path if o.renamed_into_place() else o.finalize()) for name, o in job.outputs.items()}
 
 
@@ -319,6 +316,39 @@ def _check_finite(block, tomogram, first):
         raise InputError(tomogram, f"{bad} NaN or infinite voxels{where}")
 
 
+def run_here(predictor, jobs, progress, log, record):
+    """Segment `jobs` one after the other in this process; returns ({tomogram: outputs}, {tomogram: error})."""
+    done, failed = {}, {}
+    bar = BatchBar(jobs) if progress and jobs else None
+    for job in jobs:
+        start = time.perf_counter()
+        try:
+            job.create_outputs()
+            norm = normalization_of(job, predictor.info)
+            segment_whole(predictor, job, norm, progress=bar.advance if bar else False)
+            written = finish(job, log)
+        except AnnotomoError as exc:
+            job.discard_outputs()
+            failed[job.tomogram] = exc
+            record(job, error=str(exc), seconds=round(time.perf_counter() - start, 2))
+            continue
+        except BaseException:
+            job.discard_outputs()
+            raise
+        record(job, written, seconds=round(time.perf_counter() - start, 2))
+        done[job.tomogram] = written
+        if bar:
+            bar.tomogram_done()
+        log(
+            f"{job.tomogram} -> {written['labels']}"
+            + (" (resampled)" if job.resampled else "")
+            + (f" (+ {len(job.class_names)} probability maps)" if job.probabilities else "")
+        )
+    if bar:
+        bar.close()
+    return done, failed
+
+
 class BatchBar:
     """One progress bar for a whole batch: voxels done, tomograms done, ETA (tqdm)."""
 
@@ -361,6 +391,7 @@ __all__ = [
     "finish",
     "normalization_of",
     "plan_job",
+    "run_here",
     "segment_chunk",
     "segment_whole",
 ]

@@ -133,10 +133,9 @@ def run_on_dask(
     Jobs without chunks of their own are split when larger than `chunk_voxels`. `record(job, outputs,
     error, seconds, chunks)` is called as each tomogram completes or fails (the manifest).
     """
-    from .api import warn_if_inverted
     from .batch import BatchBar, chunk_alignment, chunk_ranges
     from .modelfile import resolve_model
-    from .normalize import Normalization
+    from .normalize import Normalization, warn_if_inverted
     from .outputs import file_digest
 
     _, _, as_completed = _dask()

@@ -7,6 +7,7 @@ squash the contrast of the rest.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -62,6 +63,17 @@ class Normalization:
     def to_dict(self):
         """The settings as a plain dict (for JSON)."""
         return asdict(self)
+
+
+def warn_if_inverted(norm, path, invert_contrast=False):
+    """Warn when the tomogram's intensities suggest the opposite contrast of what the model expects."""
+    if norm.looks_inverted:
+        advice = "drop --invert-contrast" if invert_contrast else "if so, use --invert-contrast"
+        warnings.warn(
+            f"{path}: intensities are skewed towards bright values (skewness {norm.skewness:+.2f} as the "
+            f"model sees them), as where dense matter is bright; {advice}",
+            stacklevel=3,
+        )
 
 
 def sample_voxels(volume, max_voxels: int = 4_000_000) -> np.ndarray:

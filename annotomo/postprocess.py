@@ -191,6 +191,12 @@ _STEINER_RADII = (1.0, 3.0)  # voxels: far enough apart for a surface estimate, 
 _SLAB = 32  # slices per slab of the width passes (memory: a few slabs' float64 distances)
 
 
+def log_cleanup(removed: dict[int, int], class_names, log=print):
+    """Say how many small components `remove_small_components` removed, per feature."""
+    parts = [f"{class_names[k - 1]} {n}" for k, n in removed.items() if n]
+    log("removed small components: " + (", ".join(parts) if parts else "none"))
+
+
 def _slabs(nz: int, halo: int):
     """(z0, z1, lo, hi): cores of `_SLAB` slices (at least 2 halos) and their ranges with the halo."""
     size = max(_SLAB, 2 * halo)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +19,15 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
-from .errors import InputError
-from .omezarr import is_zarr_path, read_ome_zarr
+from .atomic import temporary_sibling
+from .errors import AnnotomoError, InputError
+from .omezarr import create_ome_zarr, finish_ome_zarr, is_zarr_path, read_ome_zarr, replace_folder
 
 MRC_SUFFIXES = (".mrc", ".rec", ".st", ".map", ".mrcs", ".ali", ".preali")
 _IMOD_STAMP = 1146047817  # b"IMOD" little-endian; marks headers whose imodFlags are meaningful
 _IMOD_STAMP_OFFSET = 40  # offsets of imodStamp / imodFlags inside the header's extra2 field
 _MODE_BYTES = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}  # the MRC modes annotomo reads, and bytes per voxel
+MRC_HEADER_BYTES = 1024
 
 
 @dataclass
@@ -432,6 +435,129 @@ def fill_header(mrc, voxel_size, origin, labels_unsigned: bool, class_names=None
             mrc.add_label(record)
 
 
+# ---- writing in stages ----
+# A `PartialOutput` is created under a temporary name beside its destination (MRC with its full header,
+# or an OME-Zarr group with its array), filled by any number of writers in disjoint z slabs (a memory
+# map in one process; `write_slab` with positioned writes, safe on shared file systems, from workers),
+# and finalised (header statistics, metadata) and renamed into place only when every slab is written.
+
+
+@dataclass
+class PartialOutput:
+    """One output volume being written: destination, geometry, and the temporary file being filled."""
+
+    path: Path
+    shape: tuple
+    dtype: str
+    voxel_size: tuple | None = None
+    origin: tuple | None = None
+    class_names: list | None = None
+    temporary: Path | None = None
+
+    def __post_init__(self):
+        self.path = Path(self.path)
+        self.shape = tuple(int(n) for n in self.shape)
+        self.dtype = np.dtype(self.dtype).str
+
+    @property
+    def is_zarr(self) -> bool:
+        """Written as OME-Zarr (NAME.ome.zarr), else MRC."""
+        return is_zarr_path(self.path)
+
+    def create(self) -> PartialOutput:
+        """Make the temporary file (MRC header + space for the data) or OME-Zarr group; returns self.
+
+        Raises:
+            AnnotomoError: the output cannot be created (the message names it).
+        """
+        self.temporary = temporary_sibling(self.path, directory=self.is_zarr)
+        try:
+            if self.is_zarr:
+                create_ome_zarr(self.temporary, self.shape, self.dtype)
+            else:
+                mode = mrc_mode_for(self.dtype)
+                with mrcfile.new_mmap(self.temporary, shape=self.shape, mrc_mode=mode, overwrite=True) as mrc:
+                    fill_header(mrc, self.voxel_size, self.origin, np.dtype(self.dtype) == np.uint8, self.class_names)
+        except OSError as exc:
+            self.discard()
+            raise AnnotomoError(f"{self.path}: cannot write output ({exc.strerror or exc})") from None
+        return self
+
+    @contextlib.contextmanager
+    def writable(self):
+        """The temporary volume as a writable (z, y, x) array (a memory map, or the zarr array)."""
+        if self.is_zarr:
+            import zarr
+
+            yield zarr.open_array(str(self.temporary / "0"), mode="r+")
+            return
+        try:
+            mrc = mrcfile.mmap(self.temporary, mode="r+")
+        except OSError as exc:
+            raise AnnotomoError(f"{self.path}: cannot write output ({exc.strerror or exc})") from None
+        try:
+            yield mrc.data.view(np.uint8) if np.dtype(self.dtype) == np.uint8 else mrc.data
+            mrc.flush()
+        except OSError as exc:
+            raise AnnotomoError(f"{self.path}: cannot write output ({exc.strerror or exc})") from None
+        finally:
+            mrc.close()
+
+    def write_slab(self, z0: int, data: np.ndarray):
+        """Write slices z0..z0+len(data)-1 in place (positioned writes of whole slices; zarr: its chunks)."""
+        data = np.ascontiguousarray(data, dtype=np.dtype(self.dtype))
+        if self.is_zarr:
+            with self.writable() as array:
+                array[z0 : z0 + len(data)] = data
+            return
+        plane = int(np.prod(self.shape[1:])) * data.dtype.itemsize
+        try:
+            fd = os.open(self.temporary, os.O_WRONLY)
+            try:
+                view, offset = memoryview(data).cast("B"), MRC_HEADER_BYTES + z0 * plane
+                while view:
+                    written = os.pwrite(fd, view, offset)
+                    view, offset = view[written:], offset + written
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise AnnotomoError(f"{self.path}: cannot write output ({exc.strerror or exc})") from None
+
+    def finalize(self) -> Path:
+        """Complete the header (statistics; OME-Zarr metadata) and rename into place; returns the path."""
+        try:
+            if self.is_zarr:
+                finish_ome_zarr(self.temporary, self.path.name, self.voxel_size, self.origin, self.class_names)
+                replace_folder(self.temporary, self.path)
+            else:
+                with mrcfile.mmap(self.temporary, mode="r+") as mrc:
+                    data = mrc.data.view(np.uint8) if np.dtype(self.dtype) == np.uint8 else mrc.data
+                    update_statistics_by_slab(mrc, data)
+                os.replace(self.temporary, self.path)
+        except OSError as exc:
+            self.discard()
+            raise AnnotomoError(f"{self.path}: cannot write output ({exc.strerror or exc})") from None
+        self.temporary = None
+        return self.path
+
+    def renamed_into_place(self) -> bool:
+        """Whether `finalize` renamed this output's temporary file into place: a copy of this object (as a
+        cluster's task has) still names the temporary file, which no longer exists, and the output does.
+        """
+        return self.temporary is not None and not self.temporary.exists() and self.path.exists()
+
+    def discard(self):
+        """Remove the temporary file or folder (nothing appears under the final name)."""
+        if self.temporary is not None:
+            if self.temporary.is_dir():
+                shutil.rmtree(self.temporary, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    self.temporary.unlink()
+            self.temporary = None
+
+
 @contextlib.contextmanager
 def volume_writer(path, shape, dtype, voxel_size, origin=None, class_names=None):
     """Stream a volume to `path`: yields a writable (z, y, x) memory map of `dtype`.
@@ -442,8 +568,6 @@ def volume_writer(path, shape, dtype, voxel_size, origin=None, class_names=None)
     are stored in the MRC header's label records (or the OME-Zarr attributes), so that readers of the
     labels need not be told the feature names.
     """
-    from .outputs import PartialOutput
-
     output = PartialOutput(path, shape, dtype, voxel_size, origin, class_names).create()
     try:
         with output.writable() as data:
