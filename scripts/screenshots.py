@@ -51,7 +51,7 @@ def main():
             data[s] = sim.labels[s]
         layer.data = data
         layer.events.paint(value=[])
-        panel.labels_box.setCurrentText(layer.name)
+        panel.state.labels_box.setCurrentText(layer.name)
         OUT.mkdir(parents=True, exist_ok=True)
         settle()
         viewer.screenshot(str(OUT / "napari_annotating.png"), canvas_only=False)

@@ -51,10 +51,10 @@ def panel(make_napari_viewer, cell_files, monkeypatch):
     widget = AnnotomoPanel(viewer)
     viewer.window.add_dock_widget(widget, name="annotomo")
     messages = {"error": [], "info": [], "warning": []}
-    from annotomo.viewer import panel as panel_module
+    from annotomo.viewer import state as state_module
 
     for kind in messages:
-        monkeypatch.setattr(panel_module, f"show_{kind}", messages[kind].append)
+        monkeypatch.setattr(state_module, f"show_{kind}", messages[kind].append)
     widget.messages = messages
     yield widget
     if widget.worker is not None:
@@ -122,7 +122,7 @@ def test_new_annotation_counts_painted_slices_and_saves_what_train_reads(panel, 
     assert layer.metadata[L.KEY]["kind"] == "annotation" and tuple(layer.scale) == (28.0,) * 3
     assert list(layer.features["name"])[1:5] == list(SYNTH_CLASSES)
     paint_slices(layer, sim.labels, [4, 12, 20])
-    qtbot.waitUntil(lambda: "3 of 32 slices annotated" in panel.summary_label.text(), timeout=5000)
+    qtbot.waitUntil(lambda: "3 of 32 slices annotated" in panel.annotate.summary_label.text(), timeout=5000)
     saved = panel.save_labels(layer, tmp_path / "sparse.mrc")
     with read_labels(saved) as vol:
         assert vol.voxel_size == (28.0,) * 3 and vol.origin == (0.0, 280.0, 560.0)
@@ -141,10 +141,10 @@ def test_training_pairs_every_annotation_layer_with_its_own_tomogram(panel, make
     first = panel.new_annotation()
     paint_slices(first, sim.labels, [3])
     other = panel.viewer.add_image(sim.tomogram[:, :, ::-1].copy(), name="mirrored", scale=(28.0,) * 3)
-    panel.image_box.setCurrentText(other.name)
+    panel.state.image_box.setCurrentText(other.name)
     second = panel.new_annotation()
     paint_slices(second, sim.labels[:, :, ::-1], [7, 8])
-    panel.all_box.setChecked(True)
+    panel.training.all_box.setChecked(True)
     pairs = panel.training_pairs()
     assert [
         (image.name, int((labels != NOT_ANNOTATED).reshape(32, -1).any(1).sum())) for image, labels, _ in pairs
@@ -152,7 +152,7 @@ def test_training_pairs_every_annotation_layer_with_its_own_tomogram(panel, make
 
 
 def test_region_mode_counts_only_painted_voxels_and_the_background_brush(panel):
-    panel.mode_box.setCurrentText("regions")
+    panel.annotate.mode_box.setCurrentText("regions")
     layer = panel.new_annotation()
     data = layer.data
     data[5, 10:20, 10:20] = 2  # ribosome
@@ -168,23 +168,23 @@ def test_training_from_the_panel_writes_a_model_and_draws_its_curve(panel, qtbot
     _, _, sim = cell_files
     layer = panel.new_annotation()
     paint_slices(layer, sim.labels, [6, 16, 26])
-    panel.labels_box.setCurrentText(layer.name)
-    panel.iterations_box.setValue(20)
-    panel.out_edit.setText(str(tmp_path / "panel.annotomo"))
+    panel.state.labels_box.setCurrentText(layer.name)
+    panel.training.iterations_box.setValue(20)
+    panel.training.out_edit.setText(str(tmp_path / "panel.annotomo"))
     wait_for(qtbot, panel, panel.start_training())
     assert not panel.messages["error"], panel.messages
     assert (tmp_path / "panel.annotomo").exists() and panel.model_path == str(tmp_path / "panel.annotomo")
     info = read_model_info(tmp_path / "panel.annotomo")
     assert info.pixel_size == 28.0 and info.class_names == list(SYNTH_CLASSES)
-    assert panel._history and panel.progress.value() > 0
+    assert panel.training.history and panel.state.jobs.progress.value() > 0
     # the curve is drawn off the GUI thread and shows every epoch once drawn
-    qtbot.waitUntil(lambda: panel.curve.drawn_epochs == len(panel._history), timeout=TIMEOUT_MS)
-    curve = panel.curve.pixmap()
-    assert not curve.isNull() and curve.width() / curve.devicePixelRatio() == panel.curve.width()
+    qtbot.waitUntil(lambda: panel.training.curve.drawn_epochs == len(panel.training.history), timeout=TIMEOUT_MS)
+    curve = panel.training.curve.pixmap()
+    assert not curve.isNull() and curve.width() / curve.devicePixelRatio() == panel.training.curve.width()
     assert any("trained 20 iterations" in m for m in panel.messages["info"])
     # by default it started from the built-in model that knows these features, as `annotomo train` does,
     # and said so
-    assert panel.init_box.currentText() == AUTO_START and info.provenance["parent"]["model"] == "cellular-v2"
+    assert panel.training.init_box.currentText() == AUTO_START and info.provenance["parent"]["model"] == "cellular-v2"
     assert any(m.startswith("training: starting from the built-in model cellular-v2") for m in panel.messages["info"])
 
 
@@ -192,10 +192,10 @@ def test_the_panel_trains_from_scratch_when_asked(panel, qtbot, tmp_path, cell_f
     _, _, sim = cell_files
     layer = panel.new_annotation()
     paint_slices(layer, sim.labels, [16])
-    panel.labels_box.setCurrentText(layer.name)
-    panel.iterations_box.setValue(2)
-    panel.init_box.setCurrentText(NO_MODEL)
-    panel.out_edit.setText(str(tmp_path / "new.annotomo"))
+    panel.state.labels_box.setCurrentText(layer.name)
+    panel.training.iterations_box.setValue(2)
+    panel.training.init_box.setCurrentText(NO_MODEL)
+    panel.training.out_edit.setText(str(tmp_path / "new.annotomo"))
     wait_for(qtbot, panel, panel.start_training())
     assert not panel.messages["error"], panel.messages
     assert (read_model_info(tmp_path / "new.annotomo").provenance or {}).get("parent") is None
@@ -219,14 +219,14 @@ def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(
         return run
 
     monkeypatch.setattr(annotomo, "train", spy(annotomo.train))
-    monkeypatch.setattr(panel.curve, "_image", spy(panel.curve._image))
+    monkeypatch.setattr(panel.training.curve, "_image", spy(panel.training.curve._image))
     _, _, sim = cell_files
     layer = panel.new_annotation()
     paint_slices(layer, sim.labels, range(0, 32, 4))
-    panel.labels_box.setCurrentText(layer.name)
-    panel.minutes_box.setValue(10)
-    panel.out_edit.setText(str(tmp_path / "stopped.annotomo"))
-    qtbot.waitUntil(panel.preloaded.is_set, timeout=TIMEOUT_MS)  # the panel imports training's modules early
+    panel.state.labels_box.setCurrentText(layer.name)
+    panel.training.minutes_box.setValue(10)
+    panel.training.out_edit.setText(str(tmp_path / "stopped.annotomo"))
+    qtbot.waitUntil(panel.training.preloaded.is_set, timeout=TIMEOUT_MS)  # the panel imports training's modules early
     ticks = []
     # a stall this long writes every thread's stack (without the GIL): where the event loop was held
     dump_after, stacks_path = 0.3, tmp_path / "stalled_stacks.txt"
@@ -241,11 +241,13 @@ def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(
         cleanup.callback(faulthandler.cancel_dump_traceback_later)  # before the file closes
         timer.start(20)
         worker = panel.start_training()
-        with qtbot.waitSignal(panel._relay.epoch, timeout=TIMEOUT_MS):  # the first epoch: a best model exists
+        with qtbot.waitSignal(
+            panel.state.jobs.signals.epoch, timeout=TIMEOUT_MS
+        ):  # the first epoch: a best model exists
             pass
-        panel.stop_button.click()
+        panel.state.jobs.stop_button.click()
         wait_for(qtbot, panel, worker)
-        qtbot.waitUntil(lambda: panel.curve.drawn_epochs == len(panel._history), timeout=TIMEOUT_MS)
+        qtbot.waitUntil(lambda: panel.training.curve.drawn_epochs == len(panel.training.history), timeout=TIMEOUT_MS)
         timer.stop()
     assert ("train", False) in on_gui_thread and ("_image", False) in on_gui_thread, on_gui_thread
     assert not any(gui for _, gui in on_gui_thread), f"work on the GUI thread: {on_gui_thread}"
@@ -265,8 +267,8 @@ def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(
 
 
 def test_segmenting_from_the_panel_adds_named_labels_and_probabilities_at_the_images_scale(panel, qtbot, model_file):
-    panel._set_model(str(model_file))
-    panel.probabilities_box.setChecked(True)
+    panel.set_model(str(model_file))
+    panel.segmenting.probabilities_box.setChecked(True)
     wait_for(qtbot, panel, panel.start_segmenting())
     assert not panel.messages["error"], panel.messages
     prediction = panel.viewer.layers["cell_tomo prediction"]
@@ -288,10 +290,10 @@ def test_the_match_spectrum_box_reaches_segmenting(panel, qtbot, model_file, mon
         return real(*args, **kwargs)
 
     monkeypatch.setattr(annotomo.api, "segment_array", spy)
-    panel._set_model(str(model_file))
-    assert panel.match_box.isChecked()  # on by default, as on the command line
+    panel.set_model(str(model_file))
+    assert panel.segmenting.match_box.isChecked()  # on by default, as on the command line
     wait_for(qtbot, panel, panel.start_segmenting())
-    panel.match_box.setChecked(False)
+    panel.segmenting.match_box.setChecked(False)
     wait_for(qtbot, panel, panel.start_segmenting())
     assert seen == [True, False] and not panel.messages["error"], panel.messages
 
@@ -301,13 +303,13 @@ def test_correct_and_retrain_uses_only_the_corrected_slices_and_starts_from_the_
     panel, qtbot, tmp_path, model_file, cell_files
 ):
     _, _, sim = cell_files
-    panel._set_model(str(model_file))
+    panel.set_model(str(model_file))
     wait_for(qtbot, panel, panel.start_segmenting())
     prediction = panel.viewer.layers["cell_tomo prediction"]
     paint_slices(prediction, sim.labels, [9, 21])  # the user corrects two slices
     assert L.corrected_slices(prediction.data, prediction.metadata[L.KEY]) == [9, 21]
-    panel.retrain_minutes.setValue(0.05)
-    panel.out_edit.setText(str(tmp_path / "retrained.annotomo"))
+    panel.segmenting.retrain_minutes.setValue(0.05)
+    panel.training.out_edit.setText(str(tmp_path / "retrained.annotomo"))
     wait_for(qtbot, panel, panel.start_retraining())  # fine-tuning; then it segments again
     qtbot.waitUntil(
         lambda: panel.worker is None and panel.model_path == str(tmp_path / "retrained.annotomo"), timeout=TIMEOUT_MS
@@ -325,9 +327,9 @@ def test_correct_and_retrain_uses_only_the_corrected_slices_and_starts_from_the_
 def test_picking_gives_a_points_layer_and_saves_star_and_csv(panel, qtbot, tmp_path, cell_files):
     _, labels_path, _ = cell_files
     panel.viewer.open(str(labels_path), plugin="annotomo")
-    panel.labels_box.setCurrentText("cell_labels")
-    panel.pick_class.addItems(list(SYNTH_CLASSES))
-    panel.pick_class.setCurrentText("ribosome")
+    panel.state.labels_box.setCurrentText("cell_labels")
+    panel.picking.pick_class.addItems(list(SYNTH_CLASSES))
+    panel.picking.pick_class.setCurrentText("ribosome")
     wait_for(qtbot, panel, panel.start_picking())
     points = panel.viewer.layers["cell_tomo ribosome picks"]
     assert len(points.data) > 5 and tuple(points.scale) == (28.0,) * 3
@@ -337,9 +339,9 @@ def test_picking_gives_a_points_layer_and_saves_star_and_csv(panel, qtbot, tmp_p
 
 def test_errors_are_messages_in_the_viewer_not_crashes(panel, qtbot, tmp_path):
     layer = panel.new_annotation()  # nothing painted: nothing annotated
-    panel.labels_box.setCurrentText(layer.name)
-    panel.iterations_box.setValue(5)
-    panel.out_edit.setText(str(tmp_path / "never.annotomo"))
+    panel.state.labels_box.setCurrentText(layer.name)
+    panel.training.iterations_box.setValue(5)
+    panel.training.out_edit.setText(str(tmp_path / "never.annotomo"))
     worker = panel.start_training()
     wait_for(qtbot, panel, worker)
     assert any("no annotated voxel" in m for m in panel.messages["error"]), panel.messages
@@ -385,10 +387,10 @@ def test_a_model_from_the_panel_works_on_the_command_line(panel, qtbot, tmp_path
     _, _, sim = cell_files
     layer = panel.new_annotation()
     paint_slices(layer, sim.labels, [10])
-    panel.labels_box.setCurrentText(layer.name)
-    panel.init_box.setCurrentText(str(parent))
-    panel.iterations_box.setValue(4)
-    panel.out_edit.setText(str(tmp_path / "child.annotomo"))
+    panel.state.labels_box.setCurrentText(layer.name)
+    panel.training.init_box.setCurrentText(str(parent))
+    panel.training.iterations_box.setValue(4)
+    panel.training.out_edit.setText(str(tmp_path / "child.annotomo"))
     wait_for(qtbot, panel, panel.start_training())
     code, _, err = run_cli("segment", tmp_path / "child.annotomo", cell_files[0], "-o", tmp_path / "seg", "--quiet")
     assert code == 0, err

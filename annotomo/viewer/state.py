@@ -1,0 +1,98 @@
+"""What the panel's steps share: the viewer, the chosen tomogram and labels layer, the feature names, the
+current model, and the one job runner. Each step reads and sets these, never another step's widgets.
+"""
+
+from __future__ import annotations
+
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QComboBox, QLineEdit
+
+from ..conventions import SYNTH_CLASSES
+from ..errors import AnnotomoError
+from ..modelfile import read_model_info
+from .jobs import JobRunner
+
+
+class PanelState(QObject):
+    """The shared choices of the annotomo panel (the widgets that hold them are placed by the steps)."""
+
+    model_changed = Signal(str, list)  # model path, its feature names
+
+    def __init__(self, viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.model_path: str | None = None  # the model to segment with and fine-tune from
+        self.image_box = QComboBox()  # the tomogram layer
+        self.labels_box = QComboBox()  # the labels layer to train on (or pick from)
+        self.classes_edit = QLineEdit(",".join(SYNTH_CLASSES))
+        self.classes_edit.setToolTip("feature names, label 1 first (comma-separated)")
+        # napari's notifications, looked up at each call (a test, or an application, may replace them)
+        self.notify = {
+            "info": lambda m: show_info(m),
+            "warning": lambda m: show_warning(m),
+            "error": lambda m: show_error(m),
+        }
+        self.jobs = JobRunner(self.notify)
+
+    def info(self, message: str):
+        """A message in the viewer."""
+        self.notify["info"](message)
+
+    def warning(self, message: str):
+        """A warning in the viewer."""
+        self.notify["warning"](message)
+
+    def error(self, message: str):
+        """An error in the viewer (the panel's errors are messages, never exceptions)."""
+        self.notify["error"](message)
+
+    def refresh_layer_choices(self):
+        """Offer the viewer's image and labels layers, keeping the current choices where they remain."""
+        images = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        labels = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
+        for box, names in ((self.image_box, images), (self.labels_box, labels)):
+            current = box.currentText()
+            box.blockSignals(True)
+            box.clear()
+            box.addItems(names)
+            if current in names:
+                box.setCurrentText(current)
+            box.blockSignals(False)
+
+    def image_layer(self) -> Image:
+        """The chosen tomogram layer."""
+        name = self.image_box.currentText()
+        if not name or name not in self.viewer.layers:
+            raise AnnotomoError("open a tomogram first (File > Open, or annotomo view TOMO)")
+        return self.viewer.layers[name]
+
+    def class_names(self) -> list[str]:
+        """The feature names typed in the panel."""
+        names = [n.strip() for n in self.classes_edit.text().split(",") if n.strip()]
+        if not names:
+            raise AnnotomoError("name at least one feature (comma-separated)")
+        return names
+
+    def set_model(self, model: str):
+        """Make `model` the one to segment with and fine-tune from (its features become the panel's)."""
+        info = read_model_info(model)
+        self.model_path = model
+        self.classes_edit.setText(",".join(info.class_names))
+        self.model_changed.emit(model, list(info.class_names))
+
+    def layer(self, name):
+        """The layer called `name`, or None."""
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def replace_layer(self, name):
+        """Remove the layer called `name` if there is one (a step's output layer is replaced, not added)."""
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+
+
+def voxel_size(layer):
+    """(z, y, x) Angstrom from a layer's scale, or None when the layer has napari's default scale of 1."""
+    scale = tuple(float(s) for s in layer.scale[-3:])
+    return None if all(s == 1.0 for s in scale) else scale
