@@ -1,7 +1,7 @@
 """Train annotomo's built-in model on the randomised simulator: the model that annotates before any annotation.
 
     .venv/bin/python scripts/train_builtin_model.py                      # 60 min on the CPU (cellular-v1's recipe)
-    # cellular-v2: a wider network, 72 min (kept as benchmarks/candidates/wider-72min.annotomo), then 60 more
+    # cellular-v2: a wider network, 72 min, then 60 more from it (its provenance names that parent by sha256)
     .venv/bin/python scripts/train_builtin_model.py --widths 64,96,128,192 --minutes 72 --name cellular-v2 \
         --output wider.annotomo
     .venv/bin/python scripts/train_builtin_model.py --init wider.annotomo --widths 64,96,128,192 \
