@@ -21,6 +21,7 @@ def test_synth_writes_tomogram_labels_and_preview(tmp_path):
     assert (tmp_path / "cell_ribosomes.csv").read_text().startswith("x_voxel")
 
 
+@pytest.mark.slow
 def test_segment_and_evaluate_through_the_cli(model_file, small_files, tmp_path, capsys):
     model = model_file
     assert main(["segment", str(model), str(small_files["test_tomo"]), "-o", str(tmp_path), "--quiet"]) == 0
@@ -50,6 +51,7 @@ def test_segment_and_evaluate_through_the_cli(model_file, small_files, tmp_path,
     assert labels.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_training_options_reach_the_model_config(small_files, tmp_path, capsys):
     import json
 

@@ -80,6 +80,7 @@ def single_process(batch_files, model_file, tmp_path_factory):
     return volumes_of(segment(model_file, batch_files, out, probabilities=True, **QUIET))
 
 
+@pytest.mark.slow
 def test_a_local_cluster_gives_the_single_process_outputs_and_loads_the_model_once_per_worker(
     dask_client, batch_files, model_file, single_process, tmp_path
 ):
@@ -120,6 +121,7 @@ def test_labels_redrawn_at_a_stated_width_on_dask_equal_one_process(dask_client,
     assert np.count_nonzero(here[name] == MEMBRANE) > 1.3 * np.count_nonzero(plain[name] == MEMBRANE)
 
 
+@pytest.mark.slow
 def test_a_tomogram_at_another_pixel_size_is_resampled_in_chunks_as_in_one_piece(dask_client, model_file, tmp_path):
     fine = tmp_path / "fine.mrc"
     write_volume(fine, simulate(shape=(40, 128, 128), pixel_size=14.0, seed=35).tomogram, (14.0,) * 3)
@@ -226,6 +228,7 @@ def test_tasks_recomputed_after_a_worker_died_while_finishing_complete_the_outpu
     assert chunks[0]["voxels"] == again[0]["voxels"]
 
 
+@pytest.mark.slow
 def test_a_rerun_skips_complete_outputs_and_redoes_a_partial_one(batch_files, model_file, single_process, tmp_path):
     segment(model_file, batch_files, tmp_path, probabilities=True, **QUIET)
     # tomogram 2 as a killed run leaves it: outputs gone, a partial file in their place, manifest not done

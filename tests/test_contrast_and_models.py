@@ -70,6 +70,7 @@ def test_a_built_in_name_works_wherever_a_model_path_does(builtin_folder, small_
     assert_clean_error(code, err, "no-such-model", "tiny-v0", "annotomo models")
 
 
+@pytest.mark.slow
 def test_the_shipped_built_in_model_loads_and_annotates_a_simulated_tomogram(default_synthetic):
     rows = json.loads(run_cli("models", "--json")[1])
     assert rows, "no built-in model ships with the package"
@@ -86,6 +87,7 @@ def test_the_shipped_built_in_model_loads_and_annotates_a_simulated_tomogram(def
         assert scores["mean_dice"] > 0.5, scores  # with zero labels of this tomogram
 
 
+@pytest.mark.slow
 def test_segmenting_with_inverted_contrast_gives_the_labels_of_the_normal_tomogram(model_file, small_files, tmp_path):
     from annotomo.volumes import open_volume
 
@@ -112,6 +114,7 @@ def _finetune_config(**kw):
     return TrainConfig(**{**dict(iterations=4, epoch_iterations=2, patch=64, batch_size=2), **kw})
 
 
+@pytest.mark.slow
 def test_fine_tuning_keeps_the_parents_architecture_normalisation_and_pixel_size(tmp_path, small_pair):
     parent = save_untrained_model(
         tmp_path / "parent.annotomo", context_slices=3, widths=(8, 12, 16, 24), pixel_size=20.0
@@ -139,6 +142,7 @@ def test_fine_tuning_keeps_the_parents_architecture_normalisation_and_pixel_size
     assert parent_record["class_names"] == list(sim.class_names)
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_parents_weights(tmp_path, small_files, model_file):
     """One iteration at a tiny learning rate: the child is the parent up to that step."""
     out = tmp_path / "child.annotomo"
@@ -173,6 +177,7 @@ def test_fine_tuning_for_new_features_keeps_the_shared_outputs_and_says_so(tmp_p
     assert child.head.weight.shape[0] == 2 * per_class
 
 
+@pytest.mark.slow
 def test_train_init_through_the_cli(tmp_path, small_files, model_file):
     out = tmp_path / "child.annotomo"
     code, _, err = run_cli(
@@ -218,6 +223,7 @@ def _train_and_tell(tmp_path, tomogram, labels, names, config=None, **kw):
     return (parent or {}).get("model"), said
 
 
+@pytest.mark.slow
 def test_training_starts_from_the_built_in_model_that_knows_the_features(tmp_path, small_pair):
     sim = small_pair[0]
     write_volume(tmp_path / "t.mrc", sim.tomogram, (28.0,) * 3)
@@ -246,6 +252,7 @@ def test_training_starts_from_the_built_in_model_that_knows_the_features(tmp_pat
         ("inverted contrast", "dense matter is dark"),
     ],
 )
+@pytest.mark.slow
 def test_the_automatic_start_trains_anew_where_the_built_in_model_does_not_fit(tmp_path, small_pair, case, why):
     sim = small_pair[0]
     tomogram, labels, config = tmp_path / "t.mrc", tmp_path / "l.mrc", _finetune_config()
@@ -262,6 +269,7 @@ def test_the_automatic_start_trains_anew_where_the_built_in_model_does_not_fit(t
         assert read_model_info(tmp_path / "m.annotomo").pixel_size == 10.0
 
 
+@pytest.mark.slow
 def test_cli_from_scratch_trains_a_new_network(tmp_path, small_files):
     out = tmp_path / "new.annotomo"
     args = ["train", "--tomogram", small_files["train_tomo"], "--labels", small_files["train_labels"],
@@ -277,6 +285,7 @@ def test_cli_from_scratch_trains_a_new_network(tmp_path, small_files):
     assert read_model_info(out).provenance["parent"]["model"] == "cellular-v2"
 
 
+@pytest.mark.slow
 def test_the_automatic_start_fine_tunes_the_built_in_model_for_some_of_its_features(tmp_path, small_pair):
     sim = small_pair[0]
     membrane, microtubule = SYNTH_CLASSES.index("membrane") + 1, SYNTH_CLASSES.index("microtubule") + 1
@@ -299,6 +308,7 @@ def test_the_automatic_start_fine_tunes_the_built_in_model_for_some_of_its_featu
     assert child.head.weight.shape[0] == 3 * rows
 
 
+@pytest.mark.slow
 def test_the_automatic_start_fine_tunes_the_built_in_model_for_new_features_at_the_new_network_rate(tmp_path):
     sim = simulate(shape=(32, 192, 192), seed=11, label_actin=True, actin_density=4)
     assert sim.class_names == (*SYNTH_CLASSES, "actin") and (sim.labels == 5).any()

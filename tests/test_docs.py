@@ -40,6 +40,7 @@ def cell():
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "python")], ids=lambda p: p.name)
+@pytest.mark.slow
 def test_the_python_blocks_of_a_page_run_as_written(page, cell, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_volume("cell_tomo.mrc", cell.tomogram, (28.0,) * 3)  # what the pages' examples start from

@@ -108,6 +108,7 @@ def test_labels_without_any_annotated_voxel(tmp_path, small_files):
     assert_clean_error(code, err, "none.mrc", "no annotated voxel")
 
 
+@pytest.mark.slow
 def test_a_class_that_never_occurs_is_a_warning(tmp_path, small_files):
     code, out, err = run_cli(
         "train",

@@ -27,6 +27,7 @@ def test_a_lower_module_imports_nothing_above_it(statement, forbidden):
     assert not imported_after(statement) & forbidden
 
 
+@pytest.mark.slow
 def test_the_api_is_still_one_import_away():
     names = imported_after("import annotomo; annotomo.segment, annotomo.train, annotomo.Predictor")
     assert {"annotomo.api", "annotomo.training", "annotomo.predict"} <= names

@@ -188,6 +188,7 @@ def test_training_from_the_panel_writes_a_model_and_draws_its_curve(panel, qtbot
     assert any(m.startswith("training: starting from the built-in model cellular-v2") for m in panel.messages["info"])
 
 
+@pytest.mark.slow
 def test_the_panel_trains_from_scratch_when_asked(panel, qtbot, tmp_path, cell_files):
     _, _, sim = cell_files
     layer = panel.new_annotation()
@@ -266,6 +267,7 @@ def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(
     assert any("(stopped)" in m for m in panel.messages["info"]), panel.messages
 
 
+@pytest.mark.slow
 def test_segmenting_from_the_panel_adds_named_labels_and_probabilities_at_the_images_scale(panel, qtbot, model_file):
     panel.set_model(str(model_file))
     panel.segmenting.probabilities_box.setChecked(True)
@@ -280,6 +282,7 @@ def test_segmenting_from_the_panel_adds_named_labels_and_probabilities_at_the_im
     assert 0 <= probability.data.min() and probability.data.max() <= 1
 
 
+@pytest.mark.slow
 def test_the_match_spectrum_box_reaches_segmenting(panel, qtbot, model_file, monkeypatch):
     import annotomo.api
 
@@ -324,6 +327,7 @@ def test_correct_and_retrain_uses_only_the_corrected_slices_and_starts_from_the_
     assert not panel.messages["error"], panel.messages
 
 
+@pytest.mark.slow
 def test_picking_gives_a_points_layer_and_saves_star_and_csv(panel, qtbot, tmp_path, cell_files):
     _, labels_path, _ = cell_files
     panel.viewer.open(str(labels_path), plugin="annotomo")
@@ -337,6 +341,7 @@ def test_picking_gives_a_points_layer_and_saves_star_and_csv(panel, qtbot, tmp_p
     assert open(star).read().count("\n") > 10 and open(csv).readline().startswith("x_voxel")
 
 
+@pytest.mark.slow
 def test_errors_are_messages_in_the_viewer_not_crashes(panel, qtbot, tmp_path):
     layer = panel.new_annotation()  # nothing painted: nothing annotated
     panel.state.labels_box.setCurrentText(layer.name)

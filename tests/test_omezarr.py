@@ -89,6 +89,7 @@ def test_a_failed_write_leaves_no_folder_and_keeps_the_old_output(tmp_path):
         check_output_path(target)
 
 
+@pytest.mark.slow
 def test_segment_from_and_to_ome_zarr_matches_mrc(model_file, small_files, tmp_path):
     model = model_file
     with open_volume(small_files["test_tomo"]) as vol:

@@ -22,6 +22,7 @@ def _modes(folder):
     return {p.relative_to(folder).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in sorted(folder.rglob("*"))}
 
 
+@pytest.mark.slow
 def test_every_output_gets_the_permissions_of_a_new_file(tmp_path, model_file, small_files, umask_022):
     out = tmp_path / "out"
     out.mkdir()
@@ -141,6 +142,7 @@ def test_label_files_carry_their_feature_names(tmp_path, model_file, small_files
         assert vol.data.dtype == np.uint8  # still plain labels for every other reader
 
 
+@pytest.mark.slow
 def test_training_takes_the_feature_names_from_the_labels_file(tmp_path, small_files):
     out = tmp_path / "m.annotomo"
     code, _, err = run_cli(
@@ -177,6 +179,7 @@ def test_training_takes_the_feature_names_from_the_labels_file(tmp_path, small_f
     assert_clean_error(code, err, "plain_labels.mrc", "--classes")
 
 
+@pytest.mark.slow
 def test_pictures_can_be_drawn_from_several_threads_at_once(tmp_path):
     """The napari panel draws its live curve while training, in another thread, writes its curves; matplotlib
     alone fails when two threads lay out log-scale tick labels at once."""

@@ -21,6 +21,7 @@ from annotomo.synth import MEMBRANE, RIBOSOME
 from annotomo.volumes import read_labels, write_volume
 
 
+@pytest.mark.slow
 def test_picking_the_simulators_true_ribosome_labels_finds_the_true_centres(default_synthetic):
     s = default_synthetic
     picks = pick_particles(s.labels, RIBOSOME, min_voxels=20, min_distance=5, pixel_size=s.pixel_size)
@@ -161,6 +162,7 @@ def _dice(a, b):
     return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
 
 
+@pytest.mark.slow
 def test_label_width_tells_the_simulators_two_membrane_conventions_apart(two_conventions):
     nm_per_voxel = two_conventions[0].pixel_size / 10
     thin, wide = (label_width(s.labels, MEMBRANE) * nm_per_voxel for s in two_conventions)
@@ -169,6 +171,7 @@ def test_label_width_tells_the_simulators_two_membrane_conventions_apart(two_con
 
 
 @pytest.mark.parametrize("direction", ["thin to wide", "wide to thin"])
+@pytest.mark.slow
 def test_redrawing_one_convention_at_the_others_width_gives_the_others_labels(two_conventions, direction, monkeypatch):
     source, target = two_conventions if direction == "thin to wide" else two_conventions[::-1]
     width_nm = 9.0 if direction == "thin to wide" else 4.5

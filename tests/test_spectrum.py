@@ -126,6 +126,7 @@ def normalised_power(volume):
     return volume_power(robust_normalization(volume).apply(volume))
 
 
+@pytest.mark.slow
 def test_denoised_tomograms_hold_little_power_at_fine_scales_and_raw_ones_keep_their_noise():
     def ratio(**conditions):
         return fine_to_middle_power(normalised_power(simulate(shape=(32, 192, 192), seed=11, **conditions).tomogram))
@@ -139,6 +140,7 @@ def test_denoised_tomograms_hold_little_power_at_fine_scales_and_raw_ones_keep_t
     assert min(raw.values()) > 2 * QUIET_FINE_SCALES and max(denoised.values()) < QUIET_FINE_SCALES / 2, (raw, denoised)
 
 
+@pytest.mark.slow
 def test_training_on_denoised_tomograms_adds_noise_unless_told_not_to(tmp_path, small_pair, quick_model):
     denoised = simulate(shape=(32, 192, 192), seed=11, reconstruction="denoised")
     names = list(denoised.class_names)
@@ -187,6 +189,7 @@ def test_a_sub_volume_with_its_halo_gives_the_whole_tomograms_labels_with_matchi
     assert np.mean(plain != whole) > 0.01  # the filter reaches the network
 
 
+@pytest.mark.slow
 def test_segment_matches_by_default_records_it_and_reruns_when_it_changes(smooth_trained_model, small_files, tmp_path):
     matched = segment(smooth_trained_model, [small_files["test_tomo"]], tmp_path / "a", **QUIET)[0]
     plain = segment(smooth_trained_model, [small_files["test_tomo"]], tmp_path / "b", match_spectrum=False, **QUIET)[0]
@@ -219,6 +222,7 @@ def test_a_model_file_without_spectra_segments_as_before(model_file, small_files
 
 
 @pytest.mark.parametrize("name", ["cellular-v1", "cellular-v2"])
+@pytest.mark.slow
 def test_the_builtin_model_leaves_tomograms_like_its_training_conditions_as_they_are(tmp_path, name):
     info = read_model_info(name)
     assert info.can_match_spectrum and len(info.training_spectra) == 40

@@ -265,6 +265,7 @@ def test_batches_made_in_the_background_are_the_batches_made_inline(tmp_path, sm
         batches.next()  # an error while making a batch reaches the training loop
 
 
+@pytest.mark.slow
 def test_fine_tuning_stops_at_its_iteration_limit_and_says_so(tmp_path, small_pair):
     """Fine-tuning a model that knows every feature stops at 2000 iterations per 64 x 256 x 256 annotated
     voxels (at least 2000) when the minutes would last longer; a new network trains the minutes."""
