@@ -9,6 +9,7 @@ Python API:
     annotomo.train(tomograms, labels, class_names, out, TrainConfig(...))
     annotomo.segment(model, tomograms, outdir, probabilities=False)
     annotomo.evaluate(prediction_path, truth_path)
+    annotomo.suggest(model, tomogram, labels=None, n=5)   -> where to annotate next
     annotomo.Predictor.from_file(model_path).predict_block(block, normalization)
 """
 
@@ -33,6 +34,7 @@ _API = {
     "segment": "api",
     "segmentation_scores": "metrics",
     "simulate": "synth",
+    "suggest": "suggest",
     "synthesize": "api",
     "train": "training",
 }
@@ -65,6 +67,7 @@ __all__ = [
     "segment",
     "segmentation_scores",
     "simulate",
+    "suggest",
     "synthesize",
     "train",
 ]

@@ -24,8 +24,8 @@ from .volumes import check_output_path, read_labels, write_volume
 OUTPUT_FORMATS = {"mrc": ".mrc", "zarr": ".ome.zarr"}
 
 
-def output_paths(tomogram, outdir, class_names, probabilities, output_format="mrc"):
-    """The files `segment` writes for `tomogram`: labels, and one probability map per feature."""
+def output_paths(tomogram, outdir, class_names, probabilities, output_format="mrc", uncertainty=False):
+    """The files `segment` writes for `tomogram`: labels, one probability map per feature, uncertainty."""
     if output_format not in OUTPUT_FORMATS:
         raise AnnotomoError(f"unknown output format {output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     name = Path(str(tomogram).rstrip("/")).name
@@ -40,6 +40,8 @@ def output_paths(tomogram, outdir, class_names, probabilities, output_format="mr
     if probabilities:
         for name in class_names:
             paths[name] = outdir / f"{stem}_{name}{ext}"
+    if uncertainty:
+        paths["uncertainty"] = outdir / f"{stem}_uncertainty{ext}"
     return paths
 
 
@@ -60,6 +62,7 @@ def segment(
     workers=None,
     dask=None,
     chunk_slices=None,
+    uncertainty=False,
     **predictor_options,
 ) -> list[dict]:
     """Segment each tomogram with `model`; returns the written paths per input.
@@ -87,12 +90,15 @@ def segment(
         dask: the address of an existing Dask scheduler (e.g. "tcp://scheduler:8786"), or a Client.
         chunk_slices: on Dask, split tomograms along z into chunks of about this many slices (default:
             tomograms over 256 Mvoxels in chunks of 256 Mvoxels), each a task of its own.
+        uncertainty: also write <stem>_uncertainty (float32, 0..1: how unsure the model is of each voxel,
+            `annotomo.uncertainty`), and each slice's mean uncertainty in the manifest (`slice_uncertainty`).
         **predictor_options: for a model file or name, as for Predictor (device, precision, tile, ...).
 
     Writes OUTDIR/<stem>_labels.mrc (uint8 class index, same shape, voxel size and origin as the input,
     feature names in the header) and with probabilities OUTDIR/<stem>_<feature>.mrc; with
-    output_format="zarr", <stem>_labels.ome.zarr etc. Outputs appear only when complete. A rerun skips
-    tomograms whose outputs are complete (same input, model and options) and redoes the others.
+    output_format="zarr", <stem>_labels.ome.zarr etc.; with uncertainty, <stem>_uncertainty.mrc. Outputs
+    appear only when complete. A rerun skips tomograms whose outputs are complete (same input, model and
+    options) and redoes the others.
 
     Returns:
         [{output name: path}] per input, in order (also for skipped ones).
@@ -126,6 +132,7 @@ def segment(
             precision=predictor.precision,
             z_smooth=predictor.z_radius,
             tta=predictor.tta,
+            uncertainty=bool(uncertainty),
         ),
         overwrite,
         chunk_slices if distributed else None,
@@ -172,6 +179,13 @@ class _SegmentPlan:
         """Record how a job went in the manifest (runners call it as each tomogram ends)."""
         from .outputs import ManifestEntry, input_identity
 
+        summary = {}
+        if outputs and "uncertainty" in outputs:
+            from .uncertainty import slice_means
+            from .volumes import open_volume
+
+            with open_volume(outputs["uncertainty"]) as vol:
+                summary["slice_uncertainty"] = [round(m, 4) for m in slice_means(vol.data)]
         entry = ManifestEntry(
             status="failed" if error else "done",
             outputs=outputs or {},
@@ -181,6 +195,7 @@ class _SegmentPlan:
             model=self.model_record,
             options=self.options,
             chunks=chunks,
+            summary=summary,
         )
         self.manifest.record(job.tomogram, entry)
 
@@ -207,8 +222,10 @@ def _plan_segment(model, predictor, tomograms, outdir, options, overwrite, chunk
         raise InputError(outdir, "output path exists and is not a folder")
     outdir.mkdir(parents=True, exist_ok=True)
     plan = _SegmentPlan(Manifest(outdir), model_record, options)
-    probabilities, output_format = options["probabilities"], options["format"]
-    planned = [(t, output_paths(t, outdir, info.class_names, probabilities, output_format)) for t in tomograms]
+    probabilities, output_format, uncertain = options["probabilities"], options["format"], options["uncertainty"]
+    planned = [
+        (t, output_paths(t, outdir, info.class_names, probabilities, output_format, uncertain)) for t in tomograms
+    ]
     names = [str(p) for _, paths in planned for p in paths.values()]
     if len(set(names)) != len(names):
         raise AnnotomoError(
@@ -234,6 +251,7 @@ def _plan_segment(model, predictor, tomograms, outdir, options, overwrite, chunk
                     chunk_slices,
                     options["match_spectrum"],
                     label_widths,
+                    uncertain,
                 )
             )
         except AnnotomoError as exc:
@@ -296,6 +314,7 @@ def segment_array(
     match_spectrum=True,
     progress=False,
     name="array",
+    uncertainty=False,
     **predictor_options,
 ):
     """Segment a (z, y, x) array in memory: what `segment` does for a file, without files.
@@ -311,14 +330,18 @@ def segment_array(
             training data (see `annotomo.spectrum`); False: as it is.
         progress: a progress bar (True), none (False), or a callable taking the slices just done.
         name: how messages name the volume.
+        uncertainty: also return how unsure the model is of each voxel (`annotomo.uncertainty`).
         **predictor_options: for a model file or name, as for Predictor (device, precision, tile, ...).
 
     Returns:
-        (uint8 labels, float32 probabilities (features, z, y, x) or None).
+        (uint8 labels, float32 probabilities (features, z, y, x) or None); with uncertainty=True a third
+        item, the float32 (z, y, x) uncertainty in 0..1.
 
     Raises:
         InputError: NaN voxels, a constant volume, or an unusable model.
     """
+    from .uncertainty import UncertaintyTap
+
     predictor = model if isinstance(model, Predictor) else Predictor.from_file(model, **predictor_options)
     info = predictor.info
     norm = info.normalization_for(volume, name, invert_contrast, match_spectrum, voxel_size)
@@ -326,19 +349,23 @@ def segment_array(
     pixel_size = None if voxel_size is None else voxel_size[2]
     labels = np.empty(volume.shape, np.uint8)
     probs = np.empty((info.n_outputs - 1,) + tuple(volume.shape), np.float32) if probabilities else None
+    unsure = np.empty(volume.shape, np.float32) if uncertainty else None
+    sinks = None if probs is None else list(probs)
+    if unsure is not None:
+        sinks = UncertaintyTap(unsure, info.n_outputs - 1, sinks).sinks
     try:
         if needs_resampling(info.pixel_size, pixel_size):
             source = ResampledVolume(volume, voxel_size, info.pixel_size)
-            back = BackResampler(source.shape, volume.shape, labels, None if probs is None else list(probs))
+            back = BackResampler(source.shape, volume.shape, labels, sinks)
             model_labels, model_probs = back.sinks(info.n_outputs - 1)
             ratio = volume.shape[0] / source.shape[0]
             scaled = (lambda n: progress(n * ratio)) if callable(progress) else progress
             predictor.segment(source, norm, model_labels, model_probs, progress=scaled)
         else:
-            predictor.segment(volume, norm, labels, None if probs is None else list(probs), progress=progress)
+            predictor.segment(volume, norm, labels, sinks, progress=progress)
     except ValueError as exc:
         raise InputError(name, str(exc)) from None
-    return labels, probs
+    return (labels, probs, unsure) if uncertainty else (labels, probs)
 
 
 def evaluate(prediction, truth, class_names=None, json_path=None) -> dict:

@@ -22,6 +22,7 @@ import numpy as np
 from .errors import AnnotomoError, InputError
 from .normalize import warn_if_inverted
 from .resample import BackResampler, ResampledVolume, needs_resampling
+from .uncertainty import UncertaintyTap, uncertainty
 from .volumes import PartialOutput, open_volume
 
 
@@ -43,6 +44,7 @@ class SegmentJob:
     label_widths: dict = field(default_factory=dict)  # class index -> nm the labels are redrawn at
     chunks: list = field(default_factory=list)  # [(z0, z1)]
     match_spectrum: bool = True  # filter slices into the model's training spectra (annotomo.spectrum)
+    uncertainty: bool = False  # also write the "uncertainty" output (annotomo.uncertainty)
 
     @property
     def resampled(self) -> bool:
@@ -66,6 +68,11 @@ class SegmentJob:
     def open(self):
         """The input volume (read-only)."""
         return open_volume(self.tomogram, min_slices=2, pixel_size=self.pixel_size)
+
+    @property
+    def needs_probabilities(self) -> bool:
+        """Whether inference must give feature probabilities (written, or the uncertainty's source)."""
+        return self.probabilities or self.uncertainty
 
     def feature_outputs(self) -> list:
         """The probability outputs, in feature order (empty without probabilities)."""
@@ -99,6 +106,7 @@ def plan_job(
     chunk_slices=None,
     match_spectrum=True,
     label_widths=None,
+    uncertainty=False,
 ) -> SegmentJob:
     """A job for `tomogram` (its header is read to check it and learn its geometry).
 
@@ -117,7 +125,7 @@ def plan_job(
         name: PartialOutput(
             path,
             shape,
-            np.uint8 if name == "labels" else np.float32,
+            np.uint8 if name == "labels" else np.float32,  # probabilities and uncertainty: float32
             voxel_size,
             origin,
             info.class_names if name == "labels" else None,
@@ -138,6 +146,7 @@ def plan_job(
         dict(min_voxels or {}),
         dict(label_widths or {}),
         match_spectrum=bool(match_spectrum),
+        uncertainty=bool(uncertainty),
     )
     job.chunks = chunk_ranges(shape[0], chunk_slices, chunk_alignment(job))
     return job
@@ -188,7 +197,9 @@ def warn_if_resampled(job: SegmentJob, stacklevel=3):
 
 def segment_whole(predictor, job: SegmentJob, norm, progress=False):
     """Stream the whole tomogram through the model into the outputs' temporary files (one machine)."""
-    with job.open() as vol, _writables(job) as (labels, probs):
+    with job.open() as vol, _writables(job) as (labels, probs, uncertain):
+        if uncertain is not None:  # the probabilities pass through a tap that writes the uncertainty
+            probs = UncertaintyTap(uncertain, len(job.class_names), probs or None).sinks
         try:
             if job.resampled:
                 source = ResampledVolume(vol.data, vol.voxel_size, predictor.info.pixel_size)
@@ -213,11 +224,13 @@ def segment_chunk(predictor, job: SegmentJob, z0: int, z1: int, norm) -> dict:
             before, after = min(predictor.halo[0], z0), min(predictor.halo[0], vol.shape[0] - z1)
             block = np.asarray(vol.data[z0 - before : z1 + after], dtype=np.float32)
             _check_finite(block, job.tomogram, z0 - before)
-            result = predictor.predict_block(block, norm, (before, after), job.probabilities)
-            labels, probs = result if job.probabilities else (result, None)
+            result = predictor.predict_block(block, norm, (before, after), job.needs_probabilities)
+            labels, probs = result if job.needs_probabilities else (result, None)
     job.outputs["labels"].write_slab(z0, labels)
     for output, p in zip(job.feature_outputs(), probs if probs is not None else [], strict=False):
         output.write_slab(z0, p)
+    if job.uncertainty:
+        job.outputs["uncertainty"].write_slab(z0, uncertainty(probs))
     return dict(z0=z0, z1=z1, voxels=job.voxels_in(z0, z1), seconds=time.perf_counter() - start)
 
 
@@ -226,7 +239,7 @@ def _resampled_chunk(predictor, job, vol, z0, z1, norm):
     source = ResampledVolume(vol.data, vol.voxel_size, predictor.info.pixel_size)
     n = z1 - z0
     labels = np.empty((n,) + vol.shape[1:], np.uint8)
-    probs = np.empty((len(job.class_names), n) + vol.shape[1:], np.float32) if job.probabilities else None
+    probs = np.empty((len(job.class_names), n) + vol.shape[1:], np.float32) if job.needs_probabilities else None
     back = BackResampler(
         source.shape,
         vol.shape,
@@ -295,10 +308,11 @@ def _log_widths(job, measured, log):
 
 @contextlib.contextmanager
 def _writables(job):
-    """Every output's temporary file open for writing: (labels, [probabilities])."""
+    """Every output's temporary file open for writing: (labels, [probabilities], uncertainty or None)."""
     with contextlib.ExitStack() as stack:
         outputs = [stack.enter_context(o.writable()) for o in [job.outputs["labels"], *job.feature_outputs()]]
-        yield outputs[0], outputs[1:]
+        uncertain = stack.enter_context(job.outputs["uncertainty"].writable()) if job.uncertainty else None
+        yield outputs[0], outputs[1:], uncertain
 
 
 def _scaled(progress, job, source):
@@ -343,6 +357,7 @@ def run_here(predictor, jobs, progress, log, record):
             f"{job.tomogram} -> {written['labels']}"
             + (" (resampled)" if job.resampled else "")
             + (f" (+ {len(job.class_names)} probability maps)" if job.probabilities else "")
+            + (" (+ uncertainty)" if job.uncertainty else "")
         )
     if bar:
         bar.close()

@@ -445,6 +445,12 @@ def _add_segment(sub):
     p.add_argument("tomograms", nargs="+")
     p.add_argument("-o", "--outdir", required=True)
     p.add_argument("--probabilities", action="store_true", help="also write one probability map per feature")
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also write <stem>_uncertainty.mrc (float32, 0..1: how unsure the model is of each voxel) and "
+        "each slice's mean in the manifest; annotomo suggest lists where to annotate next",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument(
@@ -591,8 +597,60 @@ def cmd_segment(args):
         workers=args.workers,
         dask=args.dask,
         chunk_slices=args.chunk_slices,
+        uncertainty=args.uncertainty,
     )
     print(f"done in {time.perf_counter() - start:.1f} s")
+
+
+def _add_suggest(sub):
+    p = sub.add_parser(
+        "suggest",
+        help="where to annotate next: the slices (or boxes) where the model is least sure",
+        description="Segment TOMOGRAM with MODEL and list the N slices (with --region PX, PX x PX boxes) "
+        "where the model is least sure (mean uncertainty, 0..1), best first: not annotated in LABELS, not "
+        "next to each other or to annotated slices, and together showing every feature the model finds.",
+    )
+    p.add_argument("model")
+    p.add_argument("tomogram")
+    p.add_argument("--labels", help="the annotation so far (255 = not annotated): its slices are skipped")
+    p.add_argument("-n", type=int, default=5, help="how many places (default 5)")
+    p.add_argument("--region", type=int, metavar="PX", help="suggest PX x PX boxes instead of whole slices")
+    p.add_argument(
+        "--gap", type=_non_negative_int, default=3, help="slices between suggestions and annotation (default 3)"
+    )
+    p.add_argument("--json", action="store_true", help="print exactly a JSON list of the suggestions")
+    p.add_argument("--pixel-size", type=_positive_float, default=None, help="override the header's pixel size")
+    p.add_argument("--invert-contrast", action="store_true", help="the tomogram's dense matter is bright")
+    p.add_argument("--match-spectrum", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_suggest)
+
+
+def cmd_suggest(args):
+    from .suggest import suggest
+
+    places = suggest(
+        args.model,
+        args.tomogram,
+        labels=args.labels,
+        n=args.n,
+        region=args.region,
+        gap=args.gap,
+        pixel_size=args.pixel_size,
+        invert_contrast=args.invert_contrast,
+        match_spectrum=args.match_spectrum,
+        progress=not (args.quiet or args.json),
+        device=args.device,
+    )
+    if args.json:
+        print(json.dumps(places))
+        return
+    box = args.region is not None
+    print(f"{'rank':>4}  {'z':>5}  {'y0:y1, x0:x1' if box else ''}{'  ' if box else ''}{'score':>6}  features")
+    for rank, p in enumerate(places, 1):
+        where = f"{p['y0']}:{p['y1']}, {p['x0']}:{p['x1']}  " if box else ""
+        print(f"{rank:>4}  {p['z']:>5}  {where}{p['score']:>6.3f}  {', '.join(p['features']) or '-'}")
 
 
 def _add_evaluate(sub):
@@ -862,6 +920,7 @@ def build_parser():
         _add_synth,
         _add_train,
         _add_segment,
+        _add_suggest,
         _add_evaluate,
         _add_pick,
         _add_view,

@@ -66,6 +66,7 @@ class ManifestEntry:
     options: dict = field(default_factory=dict)
     chunks: int = 1
     finished: str = ""
+    summary: dict = field(default_factory=dict)  # e.g. slice_uncertainty: each slice's mean uncertainty
 
 
 class Manifest:
