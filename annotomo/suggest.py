@@ -77,8 +77,27 @@ def suggest(
             name=str(tomogram),
             uncertainty=True,
         )
+    return suggest_places(predicted, unsure, names, annotated, n, region, gap)
+
+
+def suggest_places(predicted, unsure, names, annotated=None, n=5, region=None, gap=3) -> list[dict]:
+    """`suggest`'s choice from a segmentation already made (the napari panel holds one).
+
+    Args:
+        predicted: (z, y, x) labels.
+        unsure: their (z, y, x) uncertainty.
+        names: the feature names, label 1 first.
+        annotated: bool per slice, True where the annotation so far has any voxel (default: none).
+        n: how many places.
+        region: None for whole slices, or PX for PX x PX boxes.
+        gap: slices between suggestions (and from annotated slices).
+    """
+    if int(n) < 1:
+        raise AnnotomoError(f"-n {n}: ask for at least one suggestion")
+    nz = predicted.shape[0]
+    annotated = np.zeros(nz, bool) if annotated is None else np.asarray(annotated, bool)
     candidates = _candidates(predicted, unsure, names, region)
-    return _choose(candidates, annotated, int(n), int(gap), shape[0])
+    return _choose(candidates, annotated, int(n), int(gap), nz)
 
 
 def _annotated_slices(labels, shape, names) -> np.ndarray:

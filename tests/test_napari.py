@@ -228,6 +228,7 @@ def test_stop_keeps_the_best_model_so_far_and_the_viewer_stays_responsive(
     panel.training.minutes_box.setValue(10)
     panel.training.out_edit.setText(str(tmp_path / "stopped.annotomo"))
     qtbot.waitUntil(panel.training.preloaded.is_set, timeout=TIMEOUT_MS)  # the panel imports training's modules early
+    panel.training.preview_seconds = 1.0  # the live preview runs too, and the viewer stays responsive
     ticks = []
     # a stall this long writes every thread's stack (without the GIL): where the event loop was held
     dump_after, stacks_path = 0.3, tmp_path / "stalled_stacks.txt"
@@ -289,7 +290,7 @@ def test_the_match_spectrum_box_reaches_segmenting(panel, qtbot, model_file, mon
     seen, real = [], annotomo.api.segment_array
 
     def spy(*args, **kwargs):
-        seen.append(kwargs["match_spectrum"])
+        seen.append(kwargs.get("match_spectrum", args[5] if len(args) > 5 else None))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(annotomo.api, "segment_array", spy)
@@ -298,7 +299,8 @@ def test_the_match_spectrum_box_reaches_segmenting(panel, qtbot, model_file, mon
     wait_for(qtbot, panel, panel.start_segmenting())
     panel.segmenting.match_box.setChecked(False)
     wait_for(qtbot, panel, panel.start_segmenting())
-    assert seen == [True, False] and not panel.messages["error"], panel.messages
+    # each segmentation segments the slice in view first, then the whole tomogram: both as the box says
+    assert seen == [True, True, False, False] and not panel.messages["error"], panel.messages
 
 
 @pytest.mark.slow
@@ -399,3 +401,53 @@ def test_a_model_from_the_panel_works_on_the_command_line(panel, qtbot, tmp_path
     wait_for(qtbot, panel, panel.start_training())
     code, _, err = run_cli("segment", tmp_path / "child.annotomo", cell_files[0], "-o", tmp_path / "seg", "--quiet")
     assert code == 0, err
+
+
+@pytest.mark.slow
+def test_suggest_lists_unannotated_slices_and_a_click_goes_there_ready_to_paint(panel, qtbot, cell_files):
+    _, _, sim = cell_files
+    layer = panel.new_annotation()
+    paint_slices(layer, sim.labels, [16])
+    panel.set_model("cellular-v2")
+    wait_for(qtbot, panel, panel.start_segmenting())
+    assert not panel.messages["error"], panel.messages
+    image = panel.viewer.layers["cell_tomo"]
+    uncertainty = panel.viewer.layers["cell_tomo uncertainty"]
+    assert uncertainty.data.shape == image.data.shape and tuple(uncertainty.scale) == tuple(image.scale)
+    assert 0 <= uncertainty.data.min() and uncertainty.data.max() <= 1 and not uncertainty.visible
+    places = panel.suggest()
+    assert places and panel.suggesting.list.count() == len(places)
+    assert all(abs(p["z"] - 16) > 3 for p in places)  # not the annotated slice, nor its neighbours
+    assert not panel.suggesting.strip.pixmap().isNull()
+    panel.suggesting.list.setCurrentRow(1)
+    item = panel.suggesting.list.item(1)
+    panel.suggesting.list.itemClicked.emit(item)
+    z_world = image.translate[0] + places[1]["z"] * image.scale[0]
+    assert panel.viewer.dims.point[0] == pytest.approx(z_world)
+    assert panel.viewer.layers.selection.active is layer and layer.mode == "paint"
+    panel.suggesting.region_box.setValue(64)
+    boxes = panel.suggest()
+    assert boxes and all(b["y1"] - b["y0"] == 64 for b in boxes)
+    panel.suggesting.go_to(0)
+    assert "cell_tomo suggested box" in panel.viewer.layers
+
+
+@pytest.mark.slow
+def test_the_preview_updates_the_slice_in_view_while_training_at_little_cost(panel, qtbot, tmp_path, cell_files):
+    _, _, sim = cell_files
+    layer = panel.new_annotation()
+    paint_slices(layer, sim.labels, range(0, 32, 4))
+    panel.state.labels_box.setCurrentText(layer.name)
+    panel.training.iterations_box.setValue(60)
+    panel.training.preview_seconds = 0.5
+    panel.training.out_edit.setText(str(tmp_path / "previewed.annotomo"))
+    image = panel.viewer.layers["cell_tomo"]
+    panel.viewer.dims.set_point(0, image.translate[0] + 12 * image.scale[0])
+    started = time.perf_counter()
+    wait_for(qtbot, panel, panel.start_training())
+    seconds = time.perf_counter() - started
+    assert not panel.messages["error"], panel.messages
+    preview = panel.viewer.layers["cell_tomo preview"]
+    assert preview.data.shape == image.data.shape and panel.training.previews >= 2
+    assert preview.data[12].any() and not preview.data[0].any()  # the slice in view, and only it
+    assert panel.training.preview_time <= 0.15 * seconds, (panel.training.preview_time, seconds)

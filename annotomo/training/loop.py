@@ -83,6 +83,8 @@ def train(
     init=AUTO,
     stop=None,
     on_epoch=None,
+    preview=None,
+    preview_seconds=5.0,
 ) -> TrainResult:
     """Train one network for all features on (tomogram, labels) pairs; write the best model to `out`.
 
@@ -106,6 +108,11 @@ def train(
         stop: an object with `is_set()` (e.g. threading.Event) or a callable; when true, training stops
             at the end of the current iteration and keeps the best model so far (like Ctrl-C).
         on_epoch: called with each epoch's history entry (losses, Dice per feature).
+        preview: called with a Predictor over the current weights (fp32, unfused: it follows training),
+            from the training thread: a live view of what the model has learnt so far (the napari
+            panel segments the slice in view). Its time counts as training time, and it is spaced so
+            that it takes at most a tenth of it.
+        preview_seconds: the least time between two previews.
 
     Returns:
         TrainResult: the model path, the history, the best epoch, iterations, seconds, whether stopped.
@@ -195,6 +202,7 @@ def train(
     warmup = 30
     report = progress if callable(progress) else None
     stop_requested = _stop_check(stop)
+    show_preview = _Previewer(preview, preview_seconds, model, info, device) if preview and main else None
 
     def fraction_done():
         if budget_iters:
@@ -251,6 +259,8 @@ def train(
                 bar.update(1 if budget_iters else int(time.perf_counter() - start) - before)
                 if report is not None:
                     report(min(fraction_done(), 1.0), time.perf_counter() - start)
+                if show_preview is not None:
+                    show_preview.maybe()
             if not losses:
                 break
             if not main:  # process 0 validates and writes; the others wait for it
@@ -287,6 +297,39 @@ def train(
     if main:
         _wrap_up(out, state, config, bool(val_data), signalled, interrupted, log)
     return TrainResult(out, state["history"] if main else [], state["best"], state["iteration"], seconds, interrupted)
+
+
+class _Previewer:
+    """Calls `preview` with a Predictor over the current weights, at most every `seconds`, and spaced so
+    that previews take at most `share` of the training time.
+    """
+
+    def __init__(self, preview, seconds, model, info, device, share=0.1):
+        self.preview, self.seconds, self.share = preview, float(seconds), share
+        self.model, self.info, self.device = model, info, device
+        self.due = time.perf_counter() + self.seconds
+        self.spent = 0.0  # seconds spent in previews
+
+    def maybe(self):
+        """Preview now if it is due."""
+        now = time.perf_counter()
+        if now < self.due:
+            return
+        from ..predict import Predictor
+
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                self.preview(
+                    Predictor(
+                        self.model, self.info, device=self.device, precision="fp32", fuse=False, channels_last=False
+                    )
+                )
+        finally:
+            self.model.train()
+        took = time.perf_counter() - now
+        self.spent += took
+        self.due = now + took + max(self.seconds, took * (1 - self.share) / self.share)
 
 
 def _starting_point(init, tomograms, class_names, config, log):

@@ -26,6 +26,7 @@ class JobSignals(QObject):
     progress = Signal(float, float)  # fraction done, seconds so far
     epoch = Signal(dict)
     message = Signal(str)  # what training says (where it starts from, its recipe's choices)
+    preview = Signal(str, int, object, list)  # image layer name, slice, its labels, feature names
 
 
 class JobRunner(QWidget):

@@ -160,3 +160,36 @@ def combine(annotations: list[np.ndarray]) -> np.ndarray:
         annotated = labels != NOT_ANNOTATED
         out[annotated] = labels[annotated]
     return out
+
+
+def annotated_slices(layers, nz: int) -> np.ndarray:
+    """Which slices (bool per z) hold an annotated voxel in any of `layers`: (data, metadata) pairs of
+    annotations or corrected predictions.
+    """
+    annotated = np.zeros(nz, bool)
+    for data, meta in layers:
+        if (meta or {}).get("kind") == "prediction":
+            annotated[corrected_slices(data, meta)] = True
+            continue
+        labels = training_labels(data, meta)
+        annotated |= (labels != NOT_ANNOTATED).reshape(nz, -1).any(axis=1)
+    return annotated
+
+
+def strip_image(slice_scores, annotated, width: int, height: int = 16) -> np.ndarray:
+    """An RGBA picture along z: each slice's score (0..max, dark to bright orange) over a thin row
+    that is green where the slice is annotated; (height, width, 4) uint8.
+    """
+    scores = np.asarray(slice_scores, dtype=np.float64)
+    nz = len(scores)
+    column = np.minimum((np.arange(width) * nz) // max(width, 1), nz - 1)
+    level = scores / scores.max() if nz and scores.max() > 0 else np.zeros(nz)
+    picture = np.zeros((height, width, 4), np.uint8)
+    picture[..., 3] = 255
+    top = height - max(3, height // 4)
+    value = level[column]
+    picture[:top, :, 0] = (40 + 215 * value).astype(np.uint8)
+    picture[:top, :, 1] = (20 + 120 * value).astype(np.uint8)
+    picture[:top, :, 2] = 30
+    picture[top:, :, 1] = np.where(np.asarray(annotated, bool)[column], 200, 40).astype(np.uint8)
+    return picture

@@ -1,4 +1,4 @@
-"""The annotomo dock widget: annotate, train, segment, correct and retrain, pick; one widget per step.
+"""The annotomo dock widget: annotate, train, segment, correct and retrain, where next, pick; a widget each.
 
 The steps (`steps/`) share a small state (`state.PanelState`: the viewer, the chosen tomogram and labels
 layer, the feature names, the current model, and the one job runner of `jobs`). The work itself is
@@ -11,7 +11,7 @@ from __future__ import annotations
 from qtpy.QtWidgets import QFormLayout, QVBoxLayout, QWidget
 
 from .state import PanelState
-from .steps import AUTO_START, NO_MODEL, AnnotateStep, PickStep, SegmentStep, TrainStep
+from .steps import AUTO_START, NO_MODEL, AnnotateStep, PickStep, SegmentStep, SuggestStep, TrainStep
 
 
 class AnnotomoPanel(QWidget):
@@ -24,12 +24,13 @@ class AnnotomoPanel(QWidget):
         self.annotate = AnnotateStep(self.state)
         self.training = TrainStep(self.state)
         self.segmenting = SegmentStep(self.state, self.training)
+        self.suggesting = SuggestStep(self.state, self.annotate)
         self.picking = PickStep(self.state)
         outer = QVBoxLayout(self)
         top = QFormLayout()
         top.addRow("tomogram", self.state.image_box)
         outer.addLayout(top)
-        for step in (self.annotate, self.training, self.segmenting, self.picking, self.state.jobs):
+        for step in (self.annotate, self.training, self.segmenting, self.suggesting, self.picking, self.state.jobs):
             outer.addWidget(step)
         outer.addStretch()
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
@@ -86,20 +87,24 @@ class AnnotomoPanel(QWidget):
         """Segment the chosen tomogram in the background (step 3)."""
         return self.segmenting.start_segmenting(then)
 
-    def show_prediction(self, image, labels, probs, class_names):
-        """Add (or replace) the prediction layer and probability layers (step 3)."""
-        return self.segmenting.show_prediction(image, labels, probs, class_names)
+    def show_prediction(self, image, labels, probs, class_names, uncertainty=None):
+        """Add (or replace) the prediction layer, probability and uncertainty layers (step 3)."""
+        return self.segmenting.show_prediction(image, labels, probs, class_names, uncertainty)
 
     def start_retraining(self):
         """Fine-tune on the corrected slices, then segment again (step 3)."""
         return self.segmenting.start_retraining()
 
+    def suggest(self):
+        """List the places where annotating would help most (step 4); returns them."""
+        return self.suggesting.suggest()
+
     def start_picking(self):
-        """Pick particles of the chosen feature (step 4)."""
+        """Pick particles of the chosen feature (step 5)."""
         return self.picking.start_picking()
 
     def save_picks(self, path):
-        """Write the last picks as STAR and CSV (step 4)."""
+        """Write the last picks as STAR and CSV (step 5)."""
         return self.picking.save_picks(path)
 
 

@@ -19,6 +19,8 @@ class PanelState(QObject):
     """The shared choices of the annotomo panel (the widgets that hold them are placed by the steps)."""
 
     model_changed = Signal(str, list)  # model path, its feature names
+    segmented = Signal(str)  # an image layer's name: its segmentation (and uncertainty) is new
+    annotation_changed = Signal()  # an annotation layer was painted (recounted)
 
     def __init__(self, viewer, parent=None):
         super().__init__(parent)
@@ -35,6 +37,22 @@ class PanelState(QObject):
             "error": lambda m: show_error(m),
         }
         self.jobs = JobRunner(self.notify)
+        # the latest segmentation per image layer: labels, uncertainty (or None), feature names
+        self.segmentations: dict[str, dict] = {}
+        self.view_z = float(viewer.dims.point[0])  # the world z the viewer shows (kept by the GUI thread)
+        viewer.dims.events.current_step.connect(self._moved)
+
+    def _moved(self, event=None):
+        self.view_z = float(self.viewer.dims.point[0])
+
+    def slice_in_view(self, image) -> int:
+        """The index of `image`'s slice that the viewer shows (any thread: read from a kept copy)."""
+        z = int(round((self.view_z - float(image.translate[0])) / float(image.scale[0])))
+        return min(max(z, 0), image.data.shape[0] - 1)
+
+    def go_to_slice(self, image, z: int):
+        """Move the viewer to slice `z` of `image` (GUI thread)."""
+        self.viewer.dims.set_point(0, float(image.translate[0]) + z * float(image.scale[0]))
 
     def info(self, message: str):
         """A message in the viewer."""

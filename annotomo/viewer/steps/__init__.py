@@ -1,8 +1,9 @@
-"""The panel's four steps, one widget each: annotate, train, segment-correct-retrain, pick."""
+"""The panel's steps, one widget each: annotate, train, segment-correct-retrain, where next, pick."""
 
 from .annotate import AnnotateStep
 from .pick import PickStep
 from .segment import SegmentStep
+from .suggest import SuggestStep
 from .train import AUTO_START, NO_MODEL, TrainStep
 
-__all__ = ["AUTO_START", "NO_MODEL", "AnnotateStep", "PickStep", "SegmentStep", "TrainStep"]
+__all__ = ["AUTO_START", "NO_MODEL", "AnnotateStep", "PickStep", "SegmentStep", "SuggestStep", "TrainStep"]

@@ -95,6 +95,7 @@ class AnnotateStep(QGroupBox):
             self.summary_label.setText(f"{layer.name}: {exc}")
             return
         self.summary_label.setText(f"{layer.name}: {summary.text()}")
+        self.state.annotation_changed.emit()
 
     def save_labels(self, layer, path):
         """Write a labels layer as the MRC file `annotomo train` reads (names, voxel size, origin)."""

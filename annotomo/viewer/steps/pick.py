@@ -1,4 +1,4 @@
-"""Step 4: particles of one feature from the prediction (or a labels layer), as points; save them."""
+"""Step 5: particles of one feature from the prediction (or a labels layer), as points; save them."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class PickStep(QGroupBox):
     """The feature, the smallest particle, Pick and Save picks."""
 
     def __init__(self, state):
-        super().__init__("4. pick particles")
+        super().__init__("5. pick particles")
         self.state = state
         self.picks = None
         self.pick_class = QComboBox()

@@ -28,6 +28,12 @@ class SegmentStep(QGroupBox):
         self.model_button.clicked.connect(self._model_dialog)
         self.probabilities_box = QCheckBox("probability layers")
         self.invert_box = QCheckBox("dense matter bright")
+        self.uncertainty_box = QCheckBox("uncertainty")
+        self.uncertainty_box.setChecked(True)
+        self.uncertainty_box.setToolTip(
+            "also compute how unsure the model is of each voxel: a layer to toggle, and the suggestions of "
+            "where to annotate next"
+        )
         self.match_box = QCheckBox("match spectrum")
         self.match_box.setChecked(True)
         self.match_box.setToolTip(
@@ -47,7 +53,8 @@ class SegmentStep(QGroupBox):
         self.retrain_button.clicked.connect(self.start_retraining)
         form = QFormLayout(self)
         form.addRow(self.model_label, self.model_button)
-        form.addRow(row(self.probabilities_box, self.invert_box, self.match_box))
+        form.addRow(row(self.probabilities_box, self.uncertainty_box))
+        form.addRow(row(self.invert_box, self.match_box))
         form.addRow(self.segment_button)
         form.addRow(self.retrain_minutes, self.retrain_button)
         state.jobs.buttons += [self.segment_button, self.retrain_button]
@@ -72,7 +79,7 @@ class SegmentStep(QGroupBox):
 
         volume, voxels = image.data, voxel_size(image)
         probabilities, invert = self.probabilities_box.isChecked(), self.invert_box.isChecked()
-        match = self.match_box.isChecked()
+        match, uncertain = self.match_box.isChecked(), self.uncertainty_box.isChecked()
         stop, signals, total = state.jobs.stop_event, state.jobs.signals, image.data.shape[0]
         started = time.perf_counter()
         done_slices = [0]
@@ -85,8 +92,16 @@ class SegmentStep(QGroupBox):
             signals.progress.emit(done_slices[0] / total, time.perf_counter() - started)
 
         def job():
+            from ...predict import Predictor
+
+            predictor = Predictor.from_file(model)
+            z, halo = state.slice_in_view(image), predictor.halo[0]
+            if volume.shape[0] > 4 * halo + 1:  # the slice in view first, shown while the rest is done
+                lo, hi = max(0, z - halo), min(volume.shape[0], z + halo + 1)
+                first, _ = segment_array(predictor, np.asarray(volume[lo:hi]), voxels, False, invert, match)
+                signals.preview.emit(image.name, z, first[z - lo], list(info.class_names))
             return segment_array(
-                model,
+                predictor,
                 np.asarray(volume),
                 voxels,
                 probabilities,
@@ -94,18 +109,19 @@ class SegmentStep(QGroupBox):
                 match_spectrum=match,
                 progress=progress,
                 name=image.name,
+                uncertainty=uncertain,
             )
 
         def done(result):
-            labels, probs = result
-            self.show_prediction(image, labels, probs, info.class_names)
+            labels, probs, unsure = result if uncertain else (*result, None)
+            self.show_prediction(image, labels, probs, info.class_names, unsure)
             if then:
                 then()
 
         return state.jobs.run(job, done, "segmenting")
 
-    def show_prediction(self, image, labels, probs, class_names):
-        """Add (or replace) the prediction layer, and probability layers when given."""
+    def show_prediction(self, image, labels, probs, class_names, uncertainty=None):
+        """Add (or replace) the prediction layer, and probability and uncertainty layers when given."""
         viewer = self.state.viewer
         name = f"{image.name} prediction"
         self.state.replace_layer(name)
@@ -125,7 +141,22 @@ class SegmentStep(QGroupBox):
                     contrast_limits=(0, 1),
                     visible=False,
                 )
+        if uncertainty is not None:
+            uname = f"{image.name} uncertainty"
+            self.state.replace_layer(uname)
+            viewer.add_image(
+                uncertainty,
+                name=uname,
+                scale=image.scale,
+                translate=image.translate,
+                colormap="inferno",
+                blending="additive",
+                contrast_limits=(0, 1),
+                visible=False,
+            )
+        self.state.segmentations[image.name] = dict(labels=labels, uncertainty=uncertainty, names=list(class_names))
         self.state.labels_box.setCurrentText(layer.name)
+        self.state.segmented.emit(image.name)
         return layer
 
     def start_retraining(self):

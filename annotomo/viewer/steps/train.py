@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,15 @@ class TrainStep(QGroupBox):
         self.init_box = QComboBox()
         self.init_box.setEditable(True)
         self.out_edit = QLineEdit(str(Path.cwd() / "annotomo-model.annotomo"))
+        self.preview_box = QCheckBox("live preview of the slice in view")
+        self.preview_box.setChecked(True)
+        self.preview_box.setToolTip(
+            "while training, segment the slice in view with the current weights every few seconds "
+            "(a 'preview' layer; at most a tenth of the training time)"
+        )
+        self.preview_seconds = 5.0  # the least time between two previews
+        self.preview_time = 0.0  # seconds the last training spent in previews
+        self.previews = 0  # previews shown in the last training
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(lambda: self.start_training())
         form = QFormLayout(self)
@@ -71,6 +81,7 @@ class TrainStep(QGroupBox):
         form.addRow("or iterations", self.iterations_box)
         form.addRow("start from", self.init_box)
         form.addRow("model file", self.out_edit)
+        form.addRow(self.preview_box)
         form.addRow(self.train_button)
         self.curve = TrainingCurve()  # imports matplotlib: before the preload, never beside it
         form.addRow(self.curve)
@@ -78,6 +89,7 @@ class TrainStep(QGroupBox):
         threading.Thread(target=_preload_training, args=(self.preloaded,), daemon=True).start()
         state.jobs.buttons.append(self.train_button)
         state.jobs.signals.epoch.connect(self._show_epoch)
+        state.jobs.signals.preview.connect(self._show_preview)
         state.jobs.signals.message.connect(lambda text: state.info(f"training: {text}"))
         state.model_changed.connect(lambda *_: self.refresh_init_choices())
         self.refresh_init_choices()
@@ -143,6 +155,7 @@ class TrainStep(QGroupBox):
         self.curve.plot([])
         state.jobs.name = "training"
         signals, stop = state.jobs.signals, state.jobs.stop_event
+        preview = self._previewer(pairs[0][0], names) if self.preview_box.isChecked() else None
 
         def job():
             return train(
@@ -157,6 +170,8 @@ class TrainStep(QGroupBox):
                 overwrite=True,
                 init=init,
                 log=signals.message.emit,
+                preview=preview,
+                preview_seconds=self.preview_seconds,
             )
 
         def done(result):
@@ -170,6 +185,43 @@ class TrainStep(QGroupBox):
                 then()
 
         return state.jobs.run(job, done, "training")
+
+    def _previewer(self, image, names):
+        """The training thread's preview: the slice in view of `image`, segmented by the current weights."""
+        from ...api import segment_array
+
+        state, volume, voxels = self.state, image.data, voxel_size(image)
+        self.preview_time, self.previews = 0.0, 0
+        signals = state.jobs.signals
+
+        def preview(predictor):
+            started = time.perf_counter()
+            z = state.slice_in_view(image)
+            halo = predictor.halo[0]
+            lo, hi = max(0, z - halo), min(volume.shape[0], z + halo + 1)
+            labels, _ = segment_array(predictor, np.asarray(volume[lo:hi]), voxels, match_spectrum=False)
+            self.preview_time += time.perf_counter() - started
+            signals.preview.emit(image.name, z, labels[z - lo], list(names))
+
+        return preview
+
+    def _show_preview(self, image_name: str, z: int, labels, names: list):
+        """Put the previewed slice into the '<image> preview' layer (made on the first preview)."""
+        state = self.state
+        image = state.layer(image_name)
+        if image is None:
+            return
+        name = f"{image_name} preview"
+        layer = state.layer(name)
+        if layer is None or layer.data.shape != image.data.shape:
+            state.replace_layer(name)
+            kwargs = L.labels_layer_kwargs(names, kind="preview", image=image_name)
+            layer = state.viewer.add_labels(
+                np.zeros(image.data.shape, np.uint8), name=name, scale=image.scale, translate=image.translate, **kwargs
+            )
+        layer.data[z] = labels
+        layer.refresh()
+        self.previews += 1
 
     def _show_epoch(self, entry: dict):
         self.history.append(entry)
