@@ -20,7 +20,7 @@ from annotomo.viewer.panel import AnnotomoPanel, open_in_viewer
 from annotomo.volumes import write_volume
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
-MODEL = "cellular-v1"
+MODEL = "cellular-v2"
 
 
 def settle():

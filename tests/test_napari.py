@@ -430,6 +430,8 @@ def test_suggest_lists_unannotated_slices_and_a_click_goes_there_ready_to_paint(
     assert boxes and all(b["y1"] - b["y0"] == 64 for b in boxes)
     panel.suggesting.go_to(0)
     assert "cell_tomo suggested box" in panel.viewer.layers
+    # every layer the panel added is in the tomogram's units (napari warns when layers' units disagree)
+    assert {tuple(str(u) for u in lay.units) for lay in panel.viewer.layers} == {("angstrom",) * 3}
 
 
 @pytest.mark.slow

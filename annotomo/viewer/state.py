@@ -114,3 +114,10 @@ def voxel_size(layer):
     """(z, y, x) Angstrom from a layer's scale, or None when the layer has napari's default scale of 1."""
     scale = tuple(float(s) for s in layer.scale[-3:])
     return None if all(s == 1.0 for s in scale) else scale
+
+
+def on_grid_of(image) -> dict:
+    """Keyword arguments that put a new layer on `image`'s grid: scale, translate and units (napari warns
+    when the layers' units disagree).
+    """
+    return dict(scale=image.scale, translate=image.translate, units=image.units)

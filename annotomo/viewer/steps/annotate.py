@@ -10,6 +10,7 @@ from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QLabe
 from ...errors import AnnotomoError
 from .. import layers as L
 from ..jobs import row
+from ..state import on_grid_of
 
 
 class AnnotateStep(QGroupBox):
@@ -63,8 +64,7 @@ class AnnotateStep(QGroupBox):
         layer = state.viewer.add_labels(
             np.zeros(image.data.shape, np.uint8),
             name=f"{image.name} annotation",
-            scale=image.scale,
-            translate=image.translate,
+            **on_grid_of(image),
             **kwargs,
         )
         layer.mode = "paint"

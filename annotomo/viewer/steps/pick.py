@@ -10,7 +10,7 @@ from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QPush
 from ...errors import AnnotomoError
 from .. import layers as L
 from ..jobs import row
-from ..state import voxel_size
+from ..state import on_grid_of, voxel_size
 
 
 class PickStep(QGroupBox):
@@ -75,8 +75,7 @@ class PickStep(QGroupBox):
             state.viewer.add_points(
                 picks.centres,
                 name=name,
-                scale=image.scale,
-                translate=image.translate,
+                **on_grid_of(image),
                 size=6,
                 features={"voxels": picks.sizes},
                 face_color="yellow",

@@ -12,7 +12,7 @@ from ...errors import AnnotomoError
 from ...modelfile import read_model_info
 from .. import layers as L
 from ..jobs import Stopped, row
-from ..state import voxel_size
+from ..state import on_grid_of, voxel_size
 
 
 class SegmentStep(QGroupBox):
@@ -126,7 +126,7 @@ class SegmentStep(QGroupBox):
         name = f"{image.name} prediction"
         self.state.replace_layer(name)
         kwargs = L.labels_layer_kwargs(class_names, kind="prediction", image=image.name, original=labels.copy())
-        layer = viewer.add_labels(labels, name=name, scale=image.scale, translate=image.translate, **kwargs)
+        layer = viewer.add_labels(labels, name=name, **on_grid_of(image), **kwargs)
         if probs is not None:
             for feature, p in zip(class_names, probs, strict=True):
                 pname = f"{image.name} {feature} probability"
@@ -134,8 +134,7 @@ class SegmentStep(QGroupBox):
                 viewer.add_image(
                     p,
                     name=pname,
-                    scale=image.scale,
-                    translate=image.translate,
+                    **on_grid_of(image),
                     colormap="magma",
                     blending="additive",
                     contrast_limits=(0, 1),
@@ -147,8 +146,7 @@ class SegmentStep(QGroupBox):
             viewer.add_image(
                 uncertainty,
                 name=uname,
-                scale=image.scale,
-                translate=image.translate,
+                **on_grid_of(image),
                 colormap="inferno",
                 blending="additive",
                 contrast_limits=(0, 1),
@@ -197,9 +195,7 @@ class SegmentStep(QGroupBox):
         name = f"{image.name} retraining labels"
         self.state.replace_layer(name)
         kwargs = L.labels_layer_kwargs(meta["class_names"], kind="corrections", image=image.name)
-        return self.state.viewer.add_labels(
-            merged, name=name, scale=image.scale, translate=image.translate, visible=False, **kwargs
-        )
+        return self.state.viewer.add_labels(merged, name=name, **on_grid_of(image), visible=False, **kwargs)
 
     def _model_dialog(self):
         path, _ = QFileDialog.getOpenFileName(self, "Model file", "", "annotomo models (*.annotomo)")

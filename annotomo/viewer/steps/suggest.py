@@ -13,6 +13,7 @@ from ...suggest import suggest_places
 from ...uncertainty import slice_means
 from .. import layers as L
 from ..jobs import row
+from ..state import on_grid_of
 
 
 class SuggestStep(QGroupBox):
@@ -135,8 +136,7 @@ class SuggestStep(QGroupBox):
             [np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], float)],
             shape_type="rectangle",
             name=name,
-            scale=image.scale,
-            translate=image.translate,
+            **on_grid_of(image),
             edge_color="yellow",
             face_color="transparent",
             edge_width=2,

@@ -23,7 +23,7 @@ from ...errors import AnnotomoError
 from ...modelfile import builtin_models
 from .. import layers as L
 from ..curve import TrainingCurve
-from ..state import voxel_size
+from ..state import on_grid_of, voxel_size
 
 NO_MODEL = "(train from scratch)"
 AUTO_START = "(a built-in model that knows some of the features, else scratch)"
@@ -217,7 +217,7 @@ class TrainStep(QGroupBox):
             state.replace_layer(name)
             kwargs = L.labels_layer_kwargs(names, kind="preview", image=image_name)
             layer = state.viewer.add_labels(
-                np.zeros(image.data.shape, np.uint8), name=name, scale=image.scale, translate=image.translate, **kwargs
+                np.zeros(image.data.shape, np.uint8), name=name, **on_grid_of(image), **kwargs
             )
         layer.data[z] = labels
         layer.refresh()
