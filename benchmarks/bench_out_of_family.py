@@ -111,9 +111,7 @@ def main():
             seconds_per_mvoxel=seconds / (voxels / 1e6),
         )
         results[model]["in_family_mean"] = float(np.mean(list(results[model]["in_family"].values())))
-    print(
-        "\n| model | out of family: Dice (tolerance F1) | microtubule | ribosome | membrane | in family | s/Mvoxel |"
-    )
+    print("\n| model | out of family: Dice (tolerance F1) | microtubule | ribosome | membrane | in family | s/Mvoxel |")
     print("|---|---|---|---|---|---|---|")
     for model, r in results.items():
         per = " | ".join(f"{r['features'][n]['dice']:.3f} ({r['features'][n]['tolerance_f1']:.3f})" for n in FEATURES)
