@@ -67,20 +67,57 @@ def in_family(predictor) -> dict:
     return {n: float(np.mean(v)) for n, v in dice.items()}
 
 
+def fine_tune(model, cells: Path, seed: str, slices: int, iterations: int) -> str:
+    """`model` fine-tuned on `slices` evenly spaced slices of cell `seed` (its WBP tomogram), as `train` does."""
+    import tempfile
+
+    from annotomo.volumes import write_volume
+
+    with read_labels(cells / f"cell_{seed}_labels.mrc") as lab:
+        truth, names, voxel_size = np.asarray(lab.data), lab.class_names, lab.voxel_size
+    sparse = np.full(truth.shape, 255, np.uint8)
+    picked = np.linspace(0, truth.shape[0], slices + 2)[1:-1].round().astype(int)
+    sparse[picked] = truth[picked]
+    work = Path(tempfile.mkdtemp())
+    write_volume(work / "sparse.mrc", sparse, voxel_size, class_names=names)
+    out = work / "tuned.annotomo"
+    config = annotomo.TrainConfig(iterations=iterations, epoch_iterations=min(iterations, 100))
+    tomogram = cells / f"cell_{seed}_wbp_tomo.mrc"
+    annotomo.train(
+        [tomogram], [work / "sparse.mrc"], names, out, config, progress=False, log=lambda *a: None, init=model
+    )
+    return str(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", type=Path, default=Path("benchmarks/output/polnet"))
     ap.add_argument("--models", nargs="*", default=["cellular-v1", "cellular-v2"])
+    ap.add_argument(
+        "--fine-tune-slices",
+        type=int,
+        default=0,
+        help="also fine-tune each model on this many evenly spaced slices of the first cell (wbp) and score "
+        "it on the other cells: what a few painted slices fix",
+    )
+    ap.add_argument("--fine-tune-iterations", type=int, default=500)
     ap.add_argument("--json", default=str(RESULTS / "out_of_family.json"))
     args = ap.parse_args()
     tomograms = sorted(args.cells.glob("cell_*_*_tomo.mrc"))
     if not tomograms:
         raise SystemExit(f"no cell_*_tomo.mrc in {args.cells}: make them with benchmarks/polnet/polnet_cells.py")
     results = {}
-    for model in args.models:
+    runs = [(model, model, tomograms) for model in args.models]
+    if args.fine_tune_slices:
+        first = tomograms[0].name.split("_")[1]
+        others = [t for t in tomograms if t.name.split("_")[1] != first]
+        for model in args.models:
+            tuned = fine_tune(model, args.cells, first, args.fine_tune_slices, args.fine_tune_iterations)
+            runs.append((f"{model} + {args.fine_tune_slices} slices of cell {first}", tuned, others))
+    for label, model, paths in runs:
         predictor = Predictor.from_file(model)
         rows, seconds, voxels = [], 0.0, 0
-        for path in tomograms:
+        for path in paths:
             seed = path.name.split("_")[1]
             condition = path.name[len(f"cell_{seed}_") : -len("_tomo.mrc")]
             with open_volume(path) as vol, read_labels(path.parent / f"cell_{seed}_labels.mrc") as lab:
@@ -94,7 +131,7 @@ def main():
                 )
             rows.append(dict(cell=int(seed), condition=condition, scores=scores))
             print(
-                f"{model} cell {seed} {condition:12s} "
+                f"{label} cell {seed} {condition:12s} "
                 + "  ".join(f"{n} {s['dice']:.2f}/{s['tolerance_f1']:.2f}" for n, s in scores.items()),
                 flush=True,
             )
@@ -102,7 +139,7 @@ def main():
             n: {m: float(np.mean([r["scores"][n][m] for r in rows])) for m in ("dice", "tolerance_f1")}
             for n in FEATURES
         }
-        results[model] = dict(
+        results[label] = dict(
             rows=rows,
             features=mean,
             dice=float(np.mean([mean[n]["dice"] for n in FEATURES])),
@@ -110,7 +147,7 @@ def main():
             in_family=in_family(predictor),
             seconds_per_mvoxel=seconds / (voxels / 1e6),
         )
-        results[model]["in_family_mean"] = float(np.mean(list(results[model]["in_family"].values())))
+        results[label]["in_family_mean"] = float(np.mean(list(results[label]["in_family"].values())))
     print("\n| model | out of family: Dice (tolerance F1) | microtubule | ribosome | membrane | in family | s/Mvoxel |")
     print("|---|---|---|---|---|---|---|")
     for model, r in results.items():

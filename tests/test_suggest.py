@@ -125,3 +125,52 @@ def test_suggest_names_an_unreadable_tomogram(tmp_path):
     bad.write_bytes(b"not a tomogram")
     code, _, err = run_cli("suggest", "cellular-v2", bad)
     assert_clean_error(code, err, "bad.mrc")
+
+
+def test_the_strip_shows_uncertainty_along_z_over_the_annotated_slices():
+    from annotomo.viewer import layers as L
+
+    picture = L.strip_image([0.0, 0.5, 1.0, 0.0], [False, True, False, False], width=8, height=8)
+    assert picture.shape == (8, 8, 4) and picture.dtype == np.uint8
+    top, bottom = picture[0, :, 0], picture[-1, :, 1]
+    assert top[4] > top[2] > top[0]  # brighter where the slice is less certain (2 columns per slice)
+    assert bottom[2] == bottom[3] == 200 and bottom[0] == bottom[6] == 40  # green where annotated
+    annotation = np.full((4, 3, 3), 255, np.uint8)
+    annotation[1] = 0
+    meta = {"kind": "annotation", "mode": "regions", "class_names": ["a"]}
+    assert L.annotated_slices([(annotation, None)], 4).tolist() == [False, True, False, False]
+    assert L.annotated_slices([], 4).tolist() == [False] * 4
+    painted = np.zeros((4, 3, 3), np.uint8)
+    painted[2, 1, 1] = 1
+    assert L.annotated_slices([(painted, meta)], 4).tolist() == [False, False, True, False]
+
+
+@pytest.mark.slow
+def test_training_previews_with_the_current_weights_at_a_bounded_cost(tmp_path, small_files, small_pair):
+    from helpers import SMALL_WIDTHS
+
+    import annotomo
+
+    seen = []
+
+    def preview(predictor):
+        block = small_pair[1].tomogram[:9]
+        labels, _ = segment_array(predictor, block, (28.0,) * 3, match_spectrum=False)
+        seen.append(labels.shape)
+
+    config = annotomo.TrainConfig(iterations=40, epoch_iterations=20, patch=64, batch_size=4, seed=0)
+    config.arch_params = dict(widths=SMALL_WIDTHS)
+    result = annotomo.train(
+        [small_files["train_tomo"]],
+        [small_files["train_labels"]],
+        list(small_pair[0].class_names),
+        tmp_path / "m.annotomo",
+        config,
+        progress=False,
+        log=lambda *a: None,
+        init=None,
+        preview=preview,
+        preview_seconds=0.0,
+    )
+    assert result.iterations == 40 and seen and all(s == (9, 192, 192) for s in seen)
+    assert len(seen) < 40  # spaced, not one per iteration
