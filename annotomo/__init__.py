@@ -34,7 +34,7 @@ _API = {
     "segment": "api",
     "segmentation_scores": "metrics",
     "simulate": "synth",
-    "suggest": "suggest",
+    "suggest": "suggestions",
     "synthesize": "api",
     "train": "training",
 }

@@ -628,7 +628,7 @@ def _add_suggest(sub):
 
 
 def cmd_suggest(args):
-    from .suggest import suggest
+    from .suggestions import suggest
 
     places = suggest(
         args.model,

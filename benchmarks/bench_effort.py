@@ -27,7 +27,7 @@ import annotomo
 from annotomo.api import segment_array
 from annotomo.conventions import NOT_ANNOTATED
 from annotomo.metrics import segmentation_scores
-from annotomo.suggest import suggest_places
+from annotomo.suggestions import suggest_places
 
 CONDITIONS = {  # the default, and two outside the built-in model's training ranges (SNR 0.1-1, +-40-70 deg)
     "default": {},

@@ -36,3 +36,17 @@ def test_the_api_is_still_one_import_away():
     assert set(annotomo.__all__) <= set(dir(annotomo))
     with pytest.raises(AttributeError):
         annotomo.no_such_thing  # noqa: B018
+
+
+def test_no_api_name_is_shadowed_by_a_submodule():
+    """Importing annotomo.X sets the attribute X on the package: an API name equal to a module's would
+    then be the module, depending on what was imported before."""
+    import pkgutil
+
+    import annotomo
+
+    modules = {m.name for m in pkgutil.iter_modules(annotomo.__path__)}
+    assert not modules & set(annotomo.__all__)
+    import annotomo.suggestions  # noqa: F401
+
+    assert callable(annotomo.suggest)

@@ -9,7 +9,7 @@ from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QFormLayout, QGroupBox, QLabel, QListWidget, QListWidgetItem, QPushButton, QSpinBox
 
 from ...errors import AnnotomoError
-from ...suggest import suggest_places
+from ...suggestions import suggest_places
 from ...uncertainty import slice_means
 from .. import layers as L
 from ..jobs import row
