@@ -28,6 +28,7 @@ def test_average_precision_ranks_errors():
     assert average_precision(np.array([0.1, 0.9, 0.2, 0.8, 0.7]), errors) == pytest.approx((1 / 4 + 2 / 5) / 2)
 
 
+@pytest.mark.slow
 def test_uncertainty_is_higher_on_wrong_voxels_than_on_right_ones(small_pair):
     test = small_pair[1]
     labels, _, unsure = segment_array("cellular-v2", test.tomogram, (28.0,) * 3, uncertainty=True)
@@ -71,6 +72,7 @@ def cell(tmp_path, small_pair):
     return tomo, labels, sim
 
 
+@pytest.mark.slow
 def test_suggest_prints_json_slices_away_from_the_annotated_ones(cell):
     tomo, labels, _ = cell
     code, out, err = run_cli("suggest", "cellular-v2", tomo, "--labels", labels, "-n", 4, "--json")
@@ -87,6 +89,7 @@ def test_suggest_prints_json_slices_away_from_the_annotated_ones(cell):
     assert {"microtubule", "membrane"} <= shown
 
 
+@pytest.mark.slow
 def test_suggest_regions_are_boxes_inside_the_slice_and_a_table_without_json(cell):
     tomo, _, sim = cell
     code, out, err = run_cli("suggest", "cellular-v2", tomo, "--region", 64, "-n", 3, "--json")

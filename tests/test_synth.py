@@ -9,6 +9,7 @@ from annotomo.conventions import SYNTH_CLASSES
 from annotomo.synth import Capsule, Cell, Filament, Sphere, render, simulate
 
 
+@pytest.mark.slow
 def test_every_class_is_present_in_the_default_volume(default_synthetic):
     s = default_synthetic
     assert s.tomogram.shape == (64, 256, 256) and s.tomogram.dtype == np.float32
@@ -19,6 +20,7 @@ def test_every_class_is_present_in_the_default_volume(default_synthetic):
     assert 0.6 < fractions["background"] < 0.98
 
 
+@pytest.mark.slow
 def test_power_inside_the_missing_wedge_is_a_small_fraction(default_synthetic):
     vol = default_synthetic.tomogram
     power = np.abs(scipy.fft.rfftn(vol - vol.mean())) ** 2
@@ -46,6 +48,7 @@ def test_a_wider_tilt_range_leaves_a_narrower_wedge():
     assert power[between].mean() > 10 * power[beyond_60].mean()
 
 
+@pytest.mark.slow
 def test_dense_matter_is_dark(default_synthetic):
     s = default_synthetic
     mean, sd = s.tomogram.mean(), s.tomogram.std()
@@ -116,6 +119,7 @@ def test_the_same_cell_at_another_pixel_size():
     assert agree > 0.9
 
 
+@pytest.mark.slow
 def test_ribosome_centres_are_inside_ribosome_labels(default_synthetic):
     s = default_synthetic
     idx = np.round(s.ribosome_centres).astype(int)
