@@ -288,3 +288,17 @@ def test_resampling_a_large_tomogram_stays_within_bounded_memory(model_file, tmp
     assert peak_mb < 1000, f"peak memory {peak_mb:.0f} MB"
     with read_labels(tmp_path / "out" / "big_labels.mrc") as lab:
         assert lab.shape == (64, 1024, 1024)
+
+
+@pytest.mark.slow
+def test_the_uncertainty_on_dask_chunks_equals_one_process(dask_client, batch_files, model_file, tmp_path):
+    here = volumes_of(segment(model_file, batch_files[:1], tmp_path / "here", uncertainty=True, **QUIET))
+    there = volumes_of(
+        segment(
+            model_file, batch_files[:1], tmp_path / "dask", uncertainty=True, dask=dask_client, chunk_slices=5, **QUIET
+        )
+    )
+    assert any(name.endswith("_uncertainty.mrc") for name in here)
+    assert here.keys() == there.keys()
+    for name in here:  # labels bit for bit; the uncertainty to float rounding (merged in another order)
+        assert np.allclose(there[name], here[name], atol=1e-5), name
