@@ -4,6 +4,7 @@ current model, and the one job runner. Each step reads and sets these, never ano
 
 from __future__ import annotations
 
+import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Signal
@@ -49,6 +50,23 @@ class PanelState(QObject):
         """The index of `image`'s slice that the viewer shows (any thread: read from a kept copy)."""
         z = int(round((self.view_z - float(image.translate[0])) / float(image.scale[0])))
         return min(max(z, 0), image.data.shape[0] - 1)
+
+    def preview_slice(self, image, predictor, names, invert_contrast=False, match_spectrum=False):
+        """Segment the slice of `image` in view (with the context slices the model reads) and send it to
+        the preview layer; any thread (training's previews, and segmenting's first slice).
+        """
+        from ..api import segment_array
+
+        z, halo = self.slice_in_view(image), predictor.halo[0]
+        lo, hi = max(0, z - halo), min(image.data.shape[0], z + halo + 1)
+        labels, _ = segment_array(
+            predictor,
+            np.asarray(image.data[lo:hi]),
+            voxel_size(image),
+            invert_contrast=invert_contrast,
+            match_spectrum=match_spectrum,
+        )
+        self.jobs.signals.preview.emit(image.name, z, labels[z - lo], list(names))
 
     def go_to_slice(self, image, z: int):
         """Move the viewer to slice `z` of `image` (GUI thread)."""

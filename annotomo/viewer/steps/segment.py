@@ -95,11 +95,8 @@ class SegmentStep(QGroupBox):
             from ...predict import Predictor
 
             predictor = Predictor.from_file(model)
-            z, halo = state.slice_in_view(image), predictor.halo[0]
-            if volume.shape[0] > 4 * halo + 1:  # the slice in view first, shown while the rest is done
-                lo, hi = max(0, z - halo), min(volume.shape[0], z + halo + 1)
-                first, _ = segment_array(predictor, np.asarray(volume[lo:hi]), voxels, False, invert, match)
-                signals.preview.emit(image.name, z, first[z - lo], list(info.class_names))
+            if volume.shape[0] > 4 * predictor.halo[0] + 1:  # the slice in view first, while the rest is done
+                state.preview_slice(image, predictor, info.class_names, invert, match)
             return segment_array(
                 predictor,
                 np.asarray(volume),

@@ -188,20 +188,12 @@ class TrainStep(QGroupBox):
 
     def _previewer(self, image, names):
         """The training thread's preview: the slice in view of `image`, segmented by the current weights."""
-        from ...api import segment_array
-
-        state, volume, voxels = self.state, image.data, voxel_size(image)
         self.preview_time, self.previews = 0.0, 0
-        signals = state.jobs.signals
 
         def preview(predictor):
             started = time.perf_counter()
-            z = state.slice_in_view(image)
-            halo = predictor.halo[0]
-            lo, hi = max(0, z - halo), min(volume.shape[0], z + halo + 1)
-            labels, _ = segment_array(predictor, np.asarray(volume[lo:hi]), voxels, match_spectrum=False)
+            self.state.preview_slice(image, predictor, names)
             self.preview_time += time.perf_counter() - started
-            signals.preview.emit(image.name, z, labels[z - lo], list(names))
 
         return preview
 
