@@ -119,7 +119,6 @@ class BackResampler:
         self.out_labels, self.out_probabilities = out_labels, out_probabilities
         self.next, self.stop = first, shape[0] if stop is None else stop
         self.window: dict[int, np.ndarray] = {}
-        self._pending: dict[int, dict[int, np.ndarray]] = {}
 
     def model_range(self) -> tuple[int, int]:
         """Model slices [lo, hi) needed to produce tomogram slices first..stop-1."""
@@ -155,14 +154,7 @@ class BackResampler:
 
     def sinks(self, n_features: int):
         """(labels sink, feature sinks) for `Predictor.segment`: it writes model slices into these."""
-        return _Discard(), [_FeatureSink(self, k, n_features) for k in range(n_features)]
-
-    def _feature(self, j: int, k: int, n_features: int, value):
-        slot = self._pending.setdefault(j, {})
-        slot[k] = np.array(value, dtype=np.float32)
-        if len(slot) == n_features:
-            del self._pending[j]
-            self.add(j, np.stack([slot[i] for i in range(n_features)]))
+        return _Discard(), FeatureSlices(n_features, self.add).sinks
 
 
 class _Discard:
@@ -172,9 +164,29 @@ class _Discard:
         pass
 
 
+class FeatureSlices:
+    """Feature sinks for `Predictor.segment` (which writes `sink[k][z] = slice`) that hand each slice's
+    (features, y, x) probabilities to `on_slice(z, stack)` once all of its features have arrived; holds
+    one slice at a time.
+    """
+
+    def __init__(self, n_features: int, on_slice):
+        self.n_features, self.on_slice = n_features, on_slice
+        self._pending: dict[int, dict[int, np.ndarray]] = {}
+        self.sinks = [_FeatureSink(self, k) for k in range(n_features)]
+
+    def take(self, z: int, k: int, value):
+        """Feature k of slice z; the whole slice goes on when it is complete."""
+        slot = self._pending.setdefault(z, {})
+        slot[k] = np.array(value, dtype=np.float32)
+        if len(slot) == self.n_features:
+            del self._pending[z]
+            self.on_slice(z, np.stack([slot[i] for i in range(self.n_features)]))
+
+
 class _FeatureSink:
-    def __init__(self, owner: BackResampler, k: int, n_features: int):
-        self.owner, self.k, self.n_features = owner, k, n_features
+    def __init__(self, owner: FeatureSlices, k: int):
+        self.owner, self.k = owner, k
 
     def __setitem__(self, z, value):
-        self.owner._feature(int(z), self.k, self.n_features, value)
+        self.owner.take(int(z), self.k, value)

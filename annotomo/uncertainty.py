@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .resample import FeatureSlices
 from .volumes import release_pages
 
 MEASURES = ("margin", "entropy")
@@ -42,32 +43,20 @@ def uncertainty(features: np.ndarray, measure: str = DEFAULT_MEASURE) -> np.ndar
 
 class UncertaintyTap:
     """Feature-probability sinks for `Predictor.segment` (or `BackResampler`) that write each slice's
-    uncertainty into `out` once all its features have arrived, and pass the probabilities on to
-    `forward` (the probability outputs) when given. Holds one slice at a time.
+    uncertainty into `out` once all its features have arrived, and its probabilities into `forward` (the
+    probability outputs) when given. Holds one slice at a time.
     """
 
     def __init__(self, out, n_features: int, forward=None, measure: str = DEFAULT_MEASURE):
-        self.out, self.n_features, self.forward, self.measure = out, n_features, forward, measure
-        self._pending: dict[int, dict[int, np.ndarray]] = {}
-        self.sinks = [_Sink(self, k) for k in range(n_features)]
+        self.out, self.forward, self.measure = out, forward, measure
+        self.sinks = FeatureSlices(n_features, self._write).sinks
 
-    def _take(self, z: int, k: int, value):
-        if self.forward is not None:
-            self.forward[k][z] = value
-        slot = self._pending.setdefault(z, {})
-        slot[k] = np.array(value, dtype=np.float32)
-        if len(slot) == self.n_features:
-            del self._pending[z]
-            self.out[z] = uncertainty(np.stack([slot[i] for i in range(self.n_features)]), self.measure)
-            release_pages(self.out, z, z + 1, flush=True)
-
-
-class _Sink:
-    def __init__(self, tap: UncertaintyTap, k: int):
-        self.tap, self.k = tap, k
-
-    def __setitem__(self, z, value):
-        self.tap._take(int(z), self.k, value)
+    def _write(self, z: int, features: np.ndarray):
+        for out, value in zip(self.forward or [], features, strict=self.forward is not None):
+            out[z] = value
+            release_pages(out, z, z + 1, flush=True)  # a written slice leaves memory (memory maps)
+        self.out[z] = uncertainty(features, self.measure)
+        release_pages(self.out, z, z + 1, flush=True)
 
 
 def slice_means(volume) -> list[float]:
