@@ -497,19 +497,7 @@ def _add_segment(sub):
         "wide as its training labels were, and annotators' conventions differ (a membrane as its 4-5 nm "
         "bilayer, or 8-10 nm wide)",
     )
-    p.add_argument(
-        "--invert-contrast",
-        action="store_true",
-        help="the tomograms' dense matter is bright, unlike the model's training data (nothing is rewritten)",
-    )
-    p.add_argument(
-        "--match-spectrum",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="filter each tomogram so that its power spectrum (noise, resolution) matches the model's "
-        "training data, which makes data unlike it (other SNR, SIRT-like, denoised) look like it "
-        "(default: on, for models that carry their training spectrum)",
-    )
+    _add_contrast_options(p)
     cluster = p.add_argument_group('many tomograms, or large ones (Dask; pip install "annotomo[dask]")')
     cluster.add_argument(
         "--workers",
@@ -602,6 +590,23 @@ def cmd_segment(args):
     print(f"done in {time.perf_counter() - start:.1f} s")
 
 
+def _add_contrast_options(p):
+    """--invert-contrast and --match-spectrum, as segment and suggest read tomograms."""
+    p.add_argument(
+        "--invert-contrast",
+        action="store_true",
+        help="the tomograms' dense matter is bright, unlike the model's training data (nothing is rewritten)",
+    )
+    p.add_argument(
+        "--match-spectrum",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="filter each tomogram so that its power spectrum (noise, resolution) matches the model's "
+        "training data, which makes data unlike it (other SNR, SIRT-like, denoised) look like it "
+        "(default: on, for models that carry their training spectrum)",
+    )
+
+
 def _add_suggest(sub):
     p = sub.add_parser(
         "suggest",
@@ -620,8 +625,7 @@ def _add_suggest(sub):
     )
     p.add_argument("--json", action="store_true", help="print exactly a JSON list of the suggestions")
     p.add_argument("--pixel-size", type=_positive_float, default=None, help="override the header's pixel size")
-    p.add_argument("--invert-contrast", action="store_true", help="the tomogram's dense matter is bright")
-    p.add_argument("--match-spectrum", action=argparse.BooleanOptionalAction, default=True)
+    _add_contrast_options(p)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_suggest)
