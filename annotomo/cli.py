@@ -106,6 +106,16 @@ def _add_synth(sub):
     imaging.add_argument(
         "--invert-contrast", action=argparse.BooleanOptionalAction, default=None, help="dense matter bright"
     )
+    imaging.add_argument(
+        "--ctf-correction",
+        choices=["none", "phase-flip", "deconvolved"],
+        help="the CTF as raw data have it (default none), phase-flipped, or deconvolved (Wiener)",
+    )
+    imaging.add_argument(
+        "--noise-colour",
+        type=float,
+        help="tilt the noise's power spectrum by k**COLOUR, -3..3 (negative: blotchy; default 0)",
+    )
     specimen = p.add_argument_group("specimen and labels")
     specimen.add_argument("--thickness", type=_positive_float, help="lamella thickness, nm (default 84%% of the depth)")
     specimen.add_argument(
@@ -122,6 +132,15 @@ def _add_synth(sub):
         "--protofilaments",
         type=_non_negative_int,
         help="microtubule wall texture (13 in cells; default 0: smooth walls)",
+    )
+    specimen.add_argument(
+        "--bilayer-spacing", type=_positive_float, help="nm between a bilayer's headgroup layers (default 3.8)"
+    )
+    specimen.add_argument(
+        "--tubulin-subunits",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="microtubule walls as rows of separate tubulin monomers",
     )
     specimen.add_argument("--crowding", type=_positive_float, help="ribosomes and proteins per volume (default 1)")
     specimen.add_argument(
@@ -158,6 +177,10 @@ SYNTH_CONDITIONS = (
     "crowding",
     "label_actin",
     "actin_density",
+    "ctf_correction",
+    "noise_colour",
+    "bilayer_spacing",
+    "tubulin_subunits",
 )
 
 

@@ -375,35 +375,33 @@ BROAD_SIGMA = 1.6  # nm: one line as wide as a bilayer, as membranes look at low
 ASYMMETRY = 1.35  # outer / mean headgroup density of an asymmetric bilayer (inner: 2 - ASYMMETRY)
 
 
-def _add_bilayer(density, d, grid, weight, profile="two-leaflet"):
+def _add_bilayer(density, d, grid, weight, profile="two-leaflet", offset=HEADGROUP_OFFSET):
     """Add a bilayer whose mid-plane is at d = 0 (d > 0 outside), evaluating the profile only near it."""
-    reach = HEADGROUP_OFFSET + 4 * np.hypot(HEADGROUP_SIGMA, 0.3 * grid.px) + grid.px
+    reach = offset + 4 * np.hypot(HEADGROUP_SIGMA, 0.3 * grid.px) + grid.px
     if profile == "broad":
         reach = 4 * np.hypot(BROAD_SIGMA, 0.3 * grid.px) + grid.px
     near = np.abs(d) < reach
-    density[near] += (weight[near] * bilayer_density(d[near], grid.px, grid.edge, profile)).astype(np.float32)
+    density[near] += (weight[near] * bilayer_density(d[near], grid.px, grid.edge, profile, offset)).astype(np.float32)
 
 
-def bilayer_density(d, pixel_nm, edge_nm, profile="two-leaflet"):
+def bilayer_density(d, pixel_nm, edge_nm, profile="two-leaflet", offset=HEADGROUP_OFFSET):
     """Density across a bilayer at signed distance d (nm) from its mid-plane, blurred by the voxel.
 
-    two-leaflet: two headgroup layers 3.8 nm apart and the lipid tails' dip between them; asymmetric: the
-    same with a denser outer leaflet; broad: one line of the same integrated density.
+    two-leaflet: two headgroup layers 2 x `offset` nm apart (3.8 by default) and the lipid tails' dip
+    between them; asymmetric: the same with a denser outer leaflet; broad: one line of the same integrated
+    density.
     """
     sigma = np.hypot(HEADGROUP_SIGMA, 0.3 * pixel_nm)
     amp = DENSITY["headgroup"] * HEADGROUP_SIGMA / sigma  # keep the integrated density per leaflet
-    tails = DENSITY["tails"] * _box(d, HEADGROUP_OFFSET - 0.5, edge_nm)
+    tails = DENSITY["tails"] * _box(d, max(offset - 0.5, 0.2), edge_nm)
     if profile == "two-leaflet":
-        return amp * (_gauss_line(d, -HEADGROUP_OFFSET, sigma) + _gauss_line(d, HEADGROUP_OFFSET, sigma)) + tails
+        return amp * (_gauss_line(d, -offset, sigma) + _gauss_line(d, offset, sigma)) + tails
     if profile == "asymmetric":
         inner, outer = 2 - ASYMMETRY, ASYMMETRY
-        return (
-            amp * (inner * _gauss_line(d, -HEADGROUP_OFFSET, sigma) + outer * _gauss_line(d, HEADGROUP_OFFSET, sigma))
-            + tails
-        )
+        return amp * (inner * _gauss_line(d, -offset, sigma) + outer * _gauss_line(d, offset, sigma)) + tails
     if profile == "broad":
-        total = 2 * DENSITY["headgroup"] * HEADGROUP_SIGMA * np.sqrt(2 * np.pi) + DENSITY["tails"] * 2 * (
-            HEADGROUP_OFFSET - 0.5
+        total = 2 * DENSITY["headgroup"] * HEADGROUP_SIGMA * np.sqrt(2 * np.pi) + DENSITY["tails"] * 2 * max(
+            offset - 0.5, 0.2
         )
         broad = np.hypot(BROAD_SIGMA, 0.3 * pixel_nm)
         return total / (broad * np.sqrt(2 * np.pi)) * _gauss_line(d, 0.0, broad)
@@ -418,6 +416,8 @@ def render(
     membrane_label_width=BILAYER_THICKNESS,
     protofilaments=0,
     label_actin=False,
+    bilayer_spacing=2 * HEADGROUP_OFFSET,
+    tubulin_subunits=False,
 ):
     """Rasterise `cell` on a (z, y, x) grid of `pixel_size` Angstrom: (density, labels).
 
@@ -425,8 +425,12 @@ def render(
     membrane_profile: see bilayer_density; membrane_label_width: nm labelled across each bilayer (4.5, the
     bilayer itself, or wider, as annotators draw membranes); protofilaments: microtubule walls made of
     this many protofilaments with the 8 nm tubulin repeat along them (0: a smooth wall); label_actin: label
-    the actin-like filaments ACTIN where no other feature is (otherwise they are unlabelled distractors).
+    the actin-like filaments ACTIN where no other feature is (otherwise they are unlabelled distractors);
+    bilayer_spacing: nm between a bilayer's headgroup layers; tubulin_subunits: microtubule walls as rows
+    of separate 4 nm tubulin monomers (13 protofilaments unless `protofilaments` says otherwise), as
+    structure-based simulators and high-resolution tomograms show them.
     """
+    offset = bilayer_spacing / 2
     grid = _Grid(shape, pixel_size / 10.0)
     density = np.zeros(shape, dtype=np.float32)
     labels = np.zeros(shape, dtype=np.uint8)
@@ -449,16 +453,17 @@ def render(
 
     for s in cell.sheets + cell.vesicles:
         d = s.sdf(pts)
-        _add_bilayer(density, d, grid, in_slab, membrane_profile)
+        _add_bilayer(density, d, grid, in_slab, membrane_profile, offset)
         labels[(np.abs(d) <= half) & (in_slab > 0.5)] = MEMBRANE
     for shape_, sep in cell.double_membranes:
         d = shape_.sdf(pts)
-        _add_bilayer(density, d, grid, in_slab, membrane_profile)
-        _add_bilayer(density, d + sep, grid, in_slab, membrane_profile)
+        _add_bilayer(density, d, grid, in_slab, membrane_profile, offset)
+        _add_bilayer(density, d + sep, grid, in_slab, membrane_profile, offset)
         labels[(d <= half) & (d >= -sep - half) & (in_slab > 0.5)] = DOUBLE_MEMBRANE
 
+    strands = protofilaments or (13 if tubulin_subunits else 0)
     for f in cell.microtubules:
-        _render_filament(f, grid, density, labels, MICROTUBULE, hollow=True, protofilaments=protofilaments)
+        _render_filament(f, grid, density, labels, MICROTUBULE, True, strands, tubulin_subunits)
     actin = np.zeros_like(labels)
     for f in cell.actin:
         _render_filament(f, grid, density, actin, ACTIN, hollow=False)
@@ -480,7 +485,9 @@ def render(
     return density, labels
 
 
-def _render_filament(f: Filament, grid: _Grid, density, labels, label, hollow: bool, protofilaments: int = 0):
+def _render_filament(
+    f: Filament, grid: _Grid, density, labels, label, hollow: bool, protofilaments: int = 0, subunits: bool = False
+):
     """Add filament `f` to `density` (a tube wall if `hollow`, else a solid rod) and label its voxels within
     its outer radius `label` (None: unlabelled).
     """
@@ -503,7 +510,9 @@ def _render_filament(f: Filament, grid: _Grid, density, labels, label, hollow: b
         wall = (MT_OUTER_RADIUS - MT_INNER_RADIUS) / 2
         value = DENSITY["protein"] * _box(dn - (MT_OUTER_RADIUS - wall), wall, grid.edge)
         if protofilaments:
-            value = value * _wall_texture(f.points, p[near], nearest.reshape(p.shape[:-1])[near], protofilaments)
+            value = value * _wall_texture(
+                f.points, p[near], nearest.reshape(p.shape[:-1])[near], protofilaments, subunits=subunits
+            )
     else:
         value = DENSITY["protein"] * _step(dn - f.radius, grid.edge)
     block = density[sl]
@@ -515,8 +524,9 @@ def _render_filament(f: Filament, grid: _Grid, density, labels, label, hollow: b
         lab[inner] = label
 
 
-def _wall_texture(points, voxels, nearest, protofilaments, repeat_nm=8.0):
-    """Density factor (mean 1) of a microtubule wall of `protofilaments` strands with a `repeat_nm` repeat.
+def _wall_texture(points, voxels, nearest, protofilaments, repeat_nm=8.0, subunits=False):
+    """Density factor (mean 1) of a microtubule wall of `protofilaments` strands with a `repeat_nm` repeat
+    (with `subunits`: separate 4 nm monomers along each strand, the density between them near zero).
 
     The angle about the axis is measured in a frame that follows the curve (tangent, then the direction
     perpendicular to it and to z), so the strands run along the tube.
@@ -532,6 +542,10 @@ def _wall_texture(points, voxels, nearest, protofilaments, repeat_nm=8.0):
     offset = voxels - points[nearest]
     angle = np.arctan2(np.einsum("ij,ij->i", offset, third), np.einsum("ij,ij->i", offset, across))
     along = nearest.astype(float)  # points are 1 nm apart along the curve
+    if subunits:  # beads: raised cosines to the 4th power have mean 35/128
+        strand = ((1 + np.cos(protofilaments * angle)) / 2) ** 4
+        monomer = ((1 + np.cos(2 * np.pi * along / (repeat_nm / 2))) / 2) ** 4
+        return strand * monomer / (35 / 128) ** 2
     return (1 + 0.6 * np.cos(protofilaments * angle)) * (1 + 0.15 * np.cos(2 * np.pi * along / repeat_nm))
 
 
@@ -698,13 +712,17 @@ def image(
     reconstruction="wbp",
     sirt_iterations=20,
     invert_contrast=False,
+    ctf_correction="none",
+    noise_colour=0.0,
 ):
     """Tilt-series imaging and reconstruction of `density`, modelled in Fourier space; returns float32 volume.
 
     snr: signal-to-noise variance ratio of the reconstruction (before any denoising); thickness_px: the
     specimen's thickness (default slab_fraction of the depth); see tilt_transfer for the tilt series,
     dose, dose weighting and reconstruction; "denoised" then removes most of the noise and smooths by
-    a voxel, as cryoCARE-like denoisers do; invert_contrast: dense matter bright.
+    a voxel, as cryoCARE-like denoisers do; invert_contrast: dense matter bright; ctf_correction: see
+    ctf_correction_filter; noise_colour: the noise's power spectrum is tilted by k ** noise_colour
+    (negative: blotchy low-frequency noise, positive: fine grain).
 
     The Fourier model is periodic, but a specimen continues beyond the field of view: imaged as it is,
     matter at one edge would wrap around to the opposite edge (a first or last column up to ~0.8 sigma
@@ -732,7 +750,8 @@ def image(
     kx = scipy.fft.rfftfreq(padded_shape[2])[None, None, :]
     k = np.sqrt(kz**2 + ky**2 + kx**2) / pixel_size
     signal_w, _ = tilt_transfer(padded_shape, tilt_range, tilt_step, thickness_px, **transfer)
-    fd *= (ctf_1d(k, defocus_um) * signal_w).astype(np.float32)
+    ctf = ctf_1d(k, defocus_um)
+    fd *= (ctf * ctf_correction_filter(ctf, ctf_correction) * signal_w).astype(np.float32)
     fd[0, 0, 0] = 0
     clean = scipy.fft.irfftn(fd, s=padded_shape, workers=-1).astype(np.float32)
     clean = np.ascontiguousarray(clean[:, my : my + shape[1], mx : mx + shape[2]])
@@ -741,6 +760,15 @@ def image(
     _, noise_w = tilt_transfer(shape, tilt_range, tilt_step, thickness_px, **transfer)
     fn = scipy.fft.rfftn(rng.standard_normal(shape, dtype=np.float32), workers=-1)
     fn *= noise_w.astype(np.float32)
+    if ctf_correction != "none" or noise_colour:
+        kn = np.sqrt(
+            scipy.fft.fftfreq(shape[0])[:, None, None] ** 2
+            + scipy.fft.fftfreq(shape[1])[None, :, None] ** 2
+            + scipy.fft.rfftfreq(shape[2])[None, None, :] ** 2
+        )
+        shaping = ctf_correction_filter(ctf_1d(kn / pixel_size, defocus_um), ctf_correction)
+        shaping = shaping * (np.maximum(kn, 1.0 / max(shape)) / 0.25) ** (noise_colour / 2)
+        fn *= shaping.astype(np.float32)
     fn[0, 0, 0] = 0
     noise = scipy.fft.irfftn(fn, s=shape, workers=-1).astype(np.float32)
     noise *= np.sqrt(clean.var() / (snr * noise.var()))
@@ -751,6 +779,26 @@ def image(
 
 
 DENOISED_RESIDUAL = 0.25  # noise amplitude a denoiser leaves
+CTF_CORRECTIONS = ("none", "phase-flip", "deconvolved")
+DECONVOLUTION_WIENER = 0.1  # the Wiener constant of "deconvolved": how far the CTF's zeros are filled
+
+
+def ctf_correction_filter(ctf, correction):
+    """The filter a reconstruction applies against `ctf` (which keeps dense matter dark).
+
+    none: raw data; phase-flip: flips the signs of the CTF's negative lobes (IMOD ctfphaseflip); deconvolved:
+    a Wiener filter that also restores the amplitudes between the zeros, as the CryoET Data Portal's and
+    IsoNet's/Warp's deconvolved tomograms are.
+    """
+    if correction == "none":
+        return np.ones_like(ctf)
+    if correction == "phase-flip":
+        return np.where(ctf <= 0, 1.0, -1.0)
+    if correction == "deconvolved":
+        return (
+            -ctf / (ctf**2 + DECONVOLUTION_WIENER) * (abs(ctf.flat[0]) ** 2 + DECONVOLUTION_WIENER) / abs(ctf.flat[0])
+        )
+    raise ValueError(f"CTF correction must be one of {', '.join(CTF_CORRECTIONS)}, got {correction!r}")
 
 
 @dataclass
@@ -797,6 +845,11 @@ class Conditions:
     invert_contrast: bool = False  # dense matter bright
     label_actin: bool = False  # label the actin-like filaments as a fifth feature, "actin" (never randomised)
     actin_density: float = 1.0  # actin-like filament bundles per area, relative to the default (never randomised)
+    # Appearance beyond annotomo's reference look (drawn by random_appearance, not random_conditions):
+    ctf_correction: str = "none"  # or "phase-flip", "deconvolved"
+    noise_colour: float = 0.0  # noise power tilted by k ** noise_colour
+    bilayer_spacing: float = 2 * HEADGROUP_OFFSET  # nm between a bilayer's headgroup layers
+    tubulin_subunits: bool = False  # microtubule walls as separate tubulin monomers
 
     def check(self):
         """Raise ValueError naming the first option out of its range."""
@@ -818,6 +871,9 @@ class Conditions:
             (self.protofilaments >= 0, "protofilaments must be >= 0"),
             (self.crowding > 0, "crowding must be positive"),
             (self.actin_density >= 0, "actin density must be >= 0"),
+            (self.ctf_correction in CTF_CORRECTIONS, f"CTF correction must be one of {', '.join(CTF_CORRECTIONS)}"),
+            (-3 <= self.noise_colour <= 3, "noise colour must be in [-3, 3]"),
+            (1.0 <= self.bilayer_spacing <= 8.0, "bilayer spacing must be in [1, 8] nm"),
         ]
         for ok, problem in problems:
             if not ok:
@@ -854,6 +910,22 @@ def random_conditions(rng: np.random.Generator, depth_nm: float) -> Conditions:
     )
 
 
+def random_appearance(rng: np.random.Generator) -> dict:
+    """Appearance options beyond random_conditions' ranges, for training data that does not teach one look.
+
+    CTF uncorrected (40%), phase-flipped (30%) or deconvolved (30%); noise colour -1.5..1; bilayers with
+    headgroups 2.4-4.4 nm apart; microtubule walls of separate tubulin monomers in 40%. Returns `simulate`
+    keyword arguments (kept apart from random_conditions so that its cells, the built-in models' training
+    and test cells, stay as they were).
+    """
+    return dict(
+        ctf_correction=str(rng.choice(CTF_CORRECTIONS, p=[0.4, 0.3, 0.3])),
+        noise_colour=float(rng.uniform(-1.5, 1.0)),
+        bilayer_spacing=float(rng.uniform(2.4, 4.4)),
+        tubulin_subunits=bool(rng.random() < 0.4),
+    )
+
+
 def simulate(
     shape=(64, 256, 256), pixel_size: float = 28.0, seed: int = 0, randomise: bool = False, **conditions
 ) -> SyntheticTomogram:
@@ -867,7 +939,8 @@ def simulate(
         randomise: draw every condition not given from `random_conditions` (seeded by `seed`).
         **conditions: any field of `Conditions` (snr, defocus, tilt_range, tilt_step, tilt_scheme, dose,
             dose_weighting, thickness, reconstruction, sirt_iterations, membrane_profile,
-            membrane_label_width, protofilaments, crowding, invert_contrast, label_actin, actin_density).
+            membrane_label_width, protofilaments, crowding, invert_contrast, label_actin, actin_density,
+            ctf_correction, noise_colour, bilayer_spacing, tubulin_subunits).
 
     Returns:
         SyntheticTomogram: tomogram, labels (0 background, 1 microtubule, 2 ribosome, 3 membrane,
@@ -896,7 +969,15 @@ def simulate(
     rng = np.random.default_rng(seed)
     cell = build_cell(extent, rng, cond.thickness, cond.crowding, cond.actin_density)
     density, labels = render(
-        cell, shape, pixel_size, cond.membrane_profile, cond.membrane_label_width, cond.protofilaments, cond.label_actin
+        cell,
+        shape,
+        pixel_size,
+        cond.membrane_profile,
+        cond.membrane_label_width,
+        cond.protofilaments,
+        cond.label_actin,
+        cond.bilayer_spacing,
+        cond.tubulin_subunits,
     )
     # Crowded cytoplasm texture: a few-nm random field in cytoplasm and mitochondrial matrix.
     tex_rng = np.random.default_rng([seed, 1])
@@ -918,6 +999,8 @@ def simulate(
         reconstruction=cond.reconstruction,
         sirt_iterations=cond.sirt_iterations,
         invert_contrast=cond.invert_contrast,
+        ctf_correction=cond.ctf_correction,
+        noise_colour=cond.noise_colour,
     )
     centres = np.array([r.centre for r in cell.ribosomes]).reshape(-1, 3) / (pixel_size / 10.0) - 0.5
     names = SYNTH_CLASSES + (("actin",) if cond.label_actin else ())

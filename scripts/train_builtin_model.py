@@ -6,6 +6,9 @@
         --output wider.annotomo
     .venv/bin/python scripts/train_builtin_model.py --init wider.annotomo --widths 64,96,128,192 \
         --minutes 60 --name cellular-v2
+    # cellular-v3: cellular-v1's network (its cost per voxel) continued 50 min on cells of many looks
+    .venv/bin/python scripts/train_builtin_model.py --init cellular-v1 --appearance wide --cells 60 \
+        --minutes 50 --name cellular-v3
     .venv/bin/python scripts/train_builtin_model.py --minutes 20 --device cuda   # on a GPU
     .venv/bin/python scripts/train_builtin_model.py --init cellular-v2 --minutes 30 \
         --output /tmp/continued.annotomo                                  # train the shipped model longer
@@ -34,6 +37,7 @@ import numpy as np
 from annotomo import TrainConfig, simulate, train
 from annotomo.modelfile import BUILTIN_FOLDER, load_model, save_model
 from annotomo.spectrum import volume_power
+from annotomo.synth import random_appearance
 from annotomo.training.data import load_annotated
 from annotomo.volumes import write_volume
 
@@ -41,14 +45,33 @@ MODEL_PIXEL_SIZE = 28.0
 FIELD_AT_28 = (64, 256, 256)
 TRAIN_SEEDS = range(100_000, 100_040)
 VALIDATION_SEEDS = range(200_000, 200_003)
+WIDE_TRAIN_SEEDS = range(300_000, 300_040)  # cellular-v3's cells: new seeds, new looks
+WIDE_VALIDATION_SEEDS = range(400_000, 400_003)
 
 
-def make_cell(work: Path, seed: int) -> dict:
-    """Simulate one randomised cell (30% at another pixel size, same field of view) and write it."""
+WIDE_MAX_VOXELS = 9e6  # a finer-sampled cell keeps its depth and narrows in y and x (simulating takes ~500 B/voxel)
+WIDE_MIN_FIELD_AT_28 = 96  # ... but keeps at least 96 pixels at 28 A (patches reflect at the edges)
+
+
+def make_cell(work: Path, seed: int, wide: bool = False) -> dict:
+    """Simulate one randomised cell and write it.
+
+    Default (cellular-v1/v2): 30% at 18-40 A, the same field of view. wide (cellular-v3): every appearance
+    option of synth.random_appearance, and half the cells at 10-40 A (log-uniform), as tomograms come.
+    """
     rng = np.random.default_rng([seed, 99])
-    pixel_size = MODEL_PIXEL_SIZE if rng.random() < 0.7 else float(rng.uniform(18.0, 40.0))
-    shape = tuple(max(16, int(round(n * MODEL_PIXEL_SIZE / pixel_size))) for n in FIELD_AT_28)
-    sim = simulate(shape=shape, pixel_size=pixel_size, seed=seed, randomise=True, invert_contrast=False)
+    extra = {}
+    if wide:
+        extra = random_appearance(np.random.default_rng([seed, 98]))
+        pixel_size = MODEL_PIXEL_SIZE if rng.random() < 0.5 else float(np.exp(rng.uniform(np.log(10), np.log(40))))
+    else:
+        pixel_size = MODEL_PIXEL_SIZE if rng.random() < 0.7 else float(rng.uniform(18.0, 40.0))
+    shape = [max(16, int(round(n * MODEL_PIXEL_SIZE / pixel_size))) for n in FIELD_AT_28]
+    if wide and np.prod(shape) > WIDE_MAX_VOXELS:
+        side = max(int(np.sqrt(WIDE_MAX_VOXELS / shape[0])), int(WIDE_MIN_FIELD_AT_28 * MODEL_PIXEL_SIZE / pixel_size))
+        shape[1:] = [min(n, side) for n in shape[1:]]
+    shape = tuple(shape)
+    sim = simulate(shape=shape, pixel_size=pixel_size, seed=seed, randomise=True, invert_contrast=False, **extra)
     tomo, labels = work / f"cell{seed}_tomo.mrc", work / f"cell{seed}_labels.mrc"
     write_volume(tomo, sim.tomogram, (pixel_size,) * 3)
     write_volume(labels, sim.labels, (pixel_size,) * 3, class_names=sim.class_names)
@@ -94,6 +117,14 @@ def main():
     ap.add_argument("--widths", help="the U-Net's channels per level (default 48,64,96,128, cellular-v1's)")
     ap.add_argument("--output", help="write the model here instead of into the package (annotomo/builtin/NAME)")
     ap.add_argument(
+        "--appearance",
+        choices=["reference", "wide"],
+        default="reference",
+        help="wide: every look of synth.random_appearance (CTF phase-flipped or deconvolved, coloured noise, "
+        "thin bilayers, tubulin-subunit walls) and pixel sizes 10-40 A, on their own seeds (cellular-v3)",
+    )
+    ap.add_argument("--cells", type=int, help="training cells (default 40)")
+    ap.add_argument(
         "--add-spectrum",
         action="store_true",
         help="only store the training cells' power spectra in the shipped model (for files trained before "
@@ -103,12 +134,19 @@ def main():
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    wide = args.appearance == "wide"
+    train_seeds = WIDE_TRAIN_SEEDS if wide else TRAIN_SEEDS
+    validation_seeds = WIDE_VALIDATION_SEEDS if wide else VALIDATION_SEEDS
+    if args.cells:
+        train_seeds = range(train_seeds.start, train_seeds.start + args.cells)
     with ProcessPoolExecutor(args.workers) as pool:
-        cells = list(pool.map(make_cell, [work] * len(TRAIN_SEEDS), TRAIN_SEEDS))
+        cells = list(pool.map(make_cell, [work] * len(train_seeds), train_seeds, [wide] * len(train_seeds)))
         if args.add_spectrum:
             add_spectrum(args.name, cells)
             return
-        validation = list(pool.map(make_cell, [work] * len(VALIDATION_SEEDS), VALIDATION_SEEDS))
+        validation = list(
+            pool.map(make_cell, [work] * len(validation_seeds), validation_seeds, [wide] * len(validation_seeds))
+        )
     print(f"simulated {len(cells)} training and {len(validation)} validation cells in {time.time() - t0:.0f} s")
     out = work / f"{args.name}.annotomo"
     config = TrainConfig(
@@ -130,10 +168,16 @@ def main():
         init=args.init,  # by default a new network, not fine-tuned from the model it replaces
     )
     model, info = load_model(out)
+    looks = (
+        "synth.random_appearance looks, half simulated at 10-40 A"
+        if wide
+        else "30% simulated at 18-40 A and resampled to 28 A"
+    )
     info.provenance["training_data"] = (
         f"{len(cells)} simulated cells under randomised conditions (annotomo synth --randomise, seeds "
-        f"{TRAIN_SEEDS.start}-{TRAIN_SEEDS.stop - 1}; 30% simulated at 18-40 A and resampled to 28 A), "
-        f"validated on seeds {VALIDATION_SEEDS.start}-{VALIDATION_SEEDS.stop - 1}; scripts/train_builtin_model.py"
+        f"{train_seeds.start}-{train_seeds.stop - 1}; {looks}, resampled to 28 A), "
+        f"validated on seeds {validation_seeds.start}-{validation_seeds.stop - 1}; scripts/train_builtin_model.py "
+        f"--appearance {args.appearance}"
     )
     info.provenance["training_cells"] = [
         {k: c[k] for k in ("seed", "pixel_size", "shape", "conditions")} for c in cells

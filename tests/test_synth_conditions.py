@@ -271,6 +271,9 @@ def test_conditions_out_of_range_are_refused():
         dict(membrane_profile="x"),
         dict(crowding=0),
         dict(actin_density=-1),
+        dict(ctf_correction="flipped"),
+        dict(noise_colour=5),
+        dict(bilayer_spacing=0.5),
     ):
         with pytest.raises(ValueError):
             simulate(shape=(16, 48, 48), **bad)
@@ -315,6 +318,13 @@ def test_synth_cli_takes_every_condition_and_records_it(tmp_path):
         "--label-actin",
         "--actin-density",
         2,
+        "--ctf-correction",
+        "phase-flip",
+        "--noise-colour",
+        -1,
+        "--bilayer-spacing",
+        3,
+        "--tubulin-subunits",
     )
     assert code == 0, err
     recorded = json.loads((tmp_path / "c_conditions.json").read_text())["conditions"]
@@ -336,6 +346,10 @@ def test_synth_cli_takes_every_condition_and_records_it(tmp_path):
         invert_contrast=True,
         label_actin=True,
         actin_density=2.0,
+        ctf_correction="phase-flip",
+        noise_colour=-1.0,
+        bilayer_spacing=3.0,
+        tubulin_subunits=True,
     )
     assert "reconstruction sirt" in out and "5  actin" in out
     code, _, err = run_cli("synth", tmp_path / "r", "--shape", 16, 64, 64, "--randomise", "--snr", 0.4)
@@ -356,3 +370,61 @@ def test_a_double_membrane_label_widens_with_the_convention():
         col = labels[37, :, 75] == synth.DOUBLE_MEMBRANE
         widths[width] = col.sum() * 2.0 / 2  # nm per wall
     assert widths[9.0] - widths[4.5] == pytest.approx(4.5, abs=2.5)
+
+
+def test_ctf_corrections_undo_the_contrast_reversals_that_raw_data_keep():
+    """Phase flipping and deconvolution make every frequency's transfer keep dense matter dark, so a
+    noise-free tomogram at a large defocus correlates better with the (negated) density than a raw one."""
+    k = np.linspace(0, 0.05, 2000)
+    ctf = synth.ctf_1d(k, 6.0)
+    assert np.any(ctf > 0)  # raw: lobes of reversed contrast
+    for correction in ("phase-flip", "deconvolved"):
+        assert np.all(ctf * synth.ctf_correction_filter(ctf, correction) <= 1e-12)
+    looks = {
+        c: simulate(shape=SMALL, pixel_size=10.0, seed=6, snr=1e4, defocus=6.0, ctf_correction=c)
+        for c in synth.CTF_CORRECTIONS
+    }
+    density = looks["none"].density
+
+    def agreement(t):
+        return np.corrcoef(-t.ravel(), density.ravel())[0, 1]
+
+    raw = agreement(looks["none"].tomogram)
+    assert agreement(looks["phase-flip"].tomogram) > raw + 0.05
+    assert agreement(looks["deconvolved"].tomogram) > raw + 0.05
+
+
+def test_noise_colour_tilts_the_noise_spectrum():
+    """Nearly pure noise (SNR 0.01): negative colours put more of its power at low frequencies."""
+    ratio = {}
+    for colour in (-1.5, 0.0, 1.0):
+        freq, power = _xy_power(simulate(shape=SMALL, seed=7, snr=0.01, noise_colour=colour).tomogram)
+        ratio[colour] = power[(freq > 0.05) & (freq < 0.15)].mean() / power[(freq > 0.3) & (freq < 0.45)].mean()
+    assert ratio[-1.5] > 2 * ratio[0.0] and ratio[0.0] > 1.5 * ratio[1.0]
+
+
+def test_bilayer_spacing_moves_the_headgroup_layers():
+    d = np.linspace(-8, 8, 1601)
+    for spacing in (2.6, 4.4):
+        v = synth.bilayer_density(d, 0.5, 0.5, "two-leaflet", offset=spacing / 2)
+        peaks = np.flatnonzero((v[1:-1] > v[:-2]) & (v[1:-1] > v[2:]) & (v[1:-1] > 0.1 * v.max())) + 1
+        assert len(peaks) == 2 and np.ptp(d[peaks]) == pytest.approx(spacing, abs=0.1)
+
+
+def test_tubulin_subunits_make_a_wall_of_separate_monomers_four_nanometres_apart():
+    cell, microtubule = _cell_and_straight_filament(synth.MT_OUTER_RADIUS)
+    cell.microtubules.append(microtubule)
+    pixel = 5.0
+    textured, _ = render(cell, (120, 120, 200), pixel, protofilaments=13)
+    beads, labels = render(cell, (120, 120, 200), pixel, tubulin_subunits=True)
+    radius = (synth.MT_OUTER_RADIUS + synth.MT_INNER_RADIUS) / 2
+    # along one protofilament (the top of the wall), x from 20 to 80 nm
+    z, y = int(round((30.0 + radius) / 0.5 - 0.5)), 59
+    line = beads[z, y, 40:160]
+    spectrum = np.abs(np.fft.rfft(line - line.mean()))
+    period_nm = len(line) * 0.5 / (np.argmax(spectrum[1:]) + 1)
+    assert period_nm == pytest.approx(4.0, rel=0.1)
+    base = beads[z, 10, 100]  # the cytoplasm beside the microtubule
+    assert line.min() - base < 0.2 * (line.max() - base)  # separate monomers, not a modulated tube
+    wall = labels == synth.MICROTUBULE
+    assert beads[wall].sum() == pytest.approx(textured[wall].sum(), rel=0.2)  # the same tubulin, redistributed
