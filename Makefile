@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.test-extras
 # napari needs a display: a virtual one (Xvfb) where there is none.
 DISPLAY_RUN := $(if $(DISPLAY),,$(if $(shell command -v xvfb-run),xvfb-run -a -s "-screen 0 1600x1200x24"))
 
-.PHONY: demo test test-fast run-tests lint format benchmark clean
+.PHONY: demo test test-fast check-wheel run-tests lint format benchmark clean
 
 $(BIN)/annotomo: pyproject.toml requirements-ci.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(BIN)/annotomo: pyproject.toml requirements-ci.txt
 	touch $@
 
 $(TEST_STAMP): $(BIN)/annotomo
-	$(BIN)/pip install -q -r requirements-ci.txt -e '.[test,napari,dask]'
+	$(BIN)/pip install -q -r requirements-ci.txt -e '.[test,napari,dask,copick,formats]'
 	bash scripts/install-test-system-packages.sh
 	touch $@
 
@@ -34,6 +34,11 @@ format: $(TEST_STAMP)
 
 test: $(TEST_STAMP)
 	$(MAKE) -s run-tests PYTEST_ARGS=""
+	bash scripts/check-wheel.sh
+
+# a wheel of this checkout in a fresh venv, as users install it; the OME-Zarr tests again under zarr 3
+check-wheel: $(TEST_STAMP)
+	bash scripts/check-wheel.sh
 
 test-fast: $(TEST_STAMP)
 	$(MAKE) -s run-tests PYTEST_ARGS='-m "not slow"'

@@ -10,6 +10,8 @@ Python API:
     annotomo.segment(model, tomograms, outdir, probabilities=False)
     annotomo.evaluate(prediction_path, truth_path)
     annotomo.suggest(model, tomogram, labels=None, n=5)   -> where to annotate next
+    annotomo.segment_copick(model, config, voxel_spacing, tomo_type)   -> into a copick project
+    annotomo.copick_training_pairs(config, folder, voxel_spacing, tomo_type, from_segmentation=...)
     annotomo.Predictor.from_file(model_path).predict_block(block, normalization)
 """
 
@@ -32,6 +34,8 @@ _API = {
     "read_model_info": "modelfile",
     "robust_normalization": "normalize",
     "segment": "api",
+    "segment_copick": "api",
+    "copick_training_pairs": "api",
     "segmentation_scores": "metrics",
     "simulate": "synth",
     "suggest": "suggestions",
@@ -65,6 +69,8 @@ __all__ = [
     "read_model_info",
     "robust_normalization",
     "segment",
+    "segment_copick",
+    "copick_training_pairs",
     "segmentation_scores",
     "simulate",
     "suggest",

@@ -468,3 +468,210 @@ def synthesize(prefix, preview=False, overwrite=False, log=print, **simulate_opt
 
 
 __all__ = ["segment", "segment_array", "evaluate", "synthesize", "output_paths", "format_scores"]
+
+
+def segment_copick(
+    model,
+    config,
+    voxel_spacing: float,
+    tomo_type: str,
+    runs="all",
+    name=None,
+    user_id=None,
+    session_id=None,
+    pick=(),
+    outdir=None,
+    probabilities=False,
+    uncertainty=False,
+    overwrite=False,
+    progress=True,
+    log=print,
+    invert_contrast=False,
+    match_spectrum=True,
+    **predictor_options,
+) -> list[dict]:
+    """Segment runs of a copick project and write each result into the project as a copick segmentation.
+
+    Args:
+        model: a model file or built-in name.
+        config: the project's copick config (JSON).
+        voxel_spacing: Angstrom; which of each run's voxel spacings to segment.
+        tomo_type: which tomogram of that spacing (e.g. "wbp", "denoised").
+        runs: "all", or run names (a list or comma-separated).
+        name: the segmentation's name (default "annotomo"); copick allows no underscores in names.
+        user_id: its user id (default "annotomo").
+        session_id: its session id (default "0", copick's "made by a tool").
+        pick: features whose particles to also store as copick picks (Angstrom) of the same-named objects.
+        outdir: a folder for what copick cannot hold (probability and uncertainty maps, as MRC).
+        probabilities: also write one probability map per feature into `outdir`.
+        uncertainty: also write the uncertainty map into `outdir`.
+        overwrite: replace segmentations and picks of the same name, user and session.
+        progress: a progress bar per run.
+        log: where messages go.
+        invert_contrast: as for `segment`.
+        match_spectrum: as for `segment`.
+        **predictor_options: as for `segment` (device, precision, ...).
+
+    Returns:
+        one record per run: {"run", "segmentation" (copick name:user:session), "picks" {feature: count},
+        "skipped" (True where annotomo had already written it with this model), files in outdir}.
+
+    Every run, tomogram, object and existing result is checked before anything is written; a run that
+    annotomo segmented with the same model is skipped (resuming), one that exists otherwise needs
+    `overwrite`. Features the project has no object for are left out of the segmentation (said in `log`).
+
+    Raises:
+        InputError, AnnotomoError: an unusable config; a missing run, voxel spacing, tomogram type or object;
+            a name copick refuses; an existing result without `overwrite`.
+    """
+    from . import copick_projects as cp
+    from .modelfile import model_label, resolve_model
+    from .outputs import file_digest
+    from .postprocess import pick_particles
+
+    name = cp.check_name("segmentation name", name or cp.DEFAULT_NAME)
+    user_id = cp.check_name("user id", user_id or cp.DEFAULT_USER)
+    session_id = cp.check_name("session id", session_id or cp.DEFAULT_SESSION)
+    if (probabilities or uncertainty) and outdir is None:
+        raise AnnotomoError(
+            "a copick segmentation holds labels only: give an output folder (-o) for the probability and "
+            "uncertainty maps (written there as MRC)"
+        )
+    root = cp.open_project(config)
+    selected = cp.select_runs(root, runs, config)
+    predictor = model if isinstance(model, Predictor) else Predictor.from_file(model, **predictor_options)
+    class_names = list(predictor.info.class_names)
+    objects = cp.feature_objects(root, class_names)
+    if not objects:
+        raise AnnotomoError(
+            f"{config}: none of the model's features ({', '.join(class_names)}) is an object of the project; "
+            "add objects of these names to its config"
+        )
+    for feature in pick:
+        if feature not in class_names:
+            raise AnnotomoError(f"--pick {feature}: not a feature of the model ({', '.join(class_names)})")
+        if feature not in objects:
+            raise AnnotomoError(f"--pick {feature}: the copick project has no object {feature!r} to hold the picks")
+    left_out = [f for f in class_names if f not in objects]
+    if left_out:
+        log(f"not objects of the project, left out of the segmentation: {', '.join(left_out)}")
+    record = dict(
+        model=model_label(model) if not isinstance(model, Predictor) else "predictor",
+        sha256=None if isinstance(model, Predictor) else file_digest(resolve_model(model)),
+        features=[f for f in class_names if f in objects],
+    )
+    jobs = []
+    for run in selected:  # check everything before writing anything
+        tomogram = cp.run_tomogram(run, voxel_spacing, tomo_type)
+        existing = cp.find_segmentation(run, tomogram.voxel_spacing, name, user_id, session_id)
+        done = existing is not None and cp.completed_by_annotomo(existing) == record and not overwrite
+        if existing is not None and not done and not overwrite:
+            raise AnnotomoError(
+                f"run {run.name}: segmentation {name}:{user_id}:{session_id} exists (not written by annotomo with "
+                "this model); --overwrite replaces it"
+            )
+        for feature in pick:
+            if (
+                not done
+                and not overwrite
+                and run.get_picks(object_name=feature, user_id=user_id, session_id=session_id)
+            ):
+                raise AnnotomoError(
+                    f"run {run.name}: picks of {feature} by {user_id}:{session_id} exist; --overwrite replaces them"
+                )
+        jobs.append((run, tomogram, existing, done))
+    if outdir is not None:
+        Path(outdir).mkdir(parents=True, exist_ok=True)
+    results = []
+    for run, tomogram, existing, done in jobs:
+        result = dict(run=run.name, segmentation=f"{name}:{user_id}:{session_id}", picks={}, skipped=done)
+        if done:
+            log(f"{run.name}: already segmented with this model; skipped")
+            results.append(result)
+            continue
+        out = segment_array(
+            predictor,
+            tomogram.data,
+            (tomogram.voxel_spacing,) * 3,
+            probabilities=probabilities,
+            invert_contrast=invert_contrast,
+            match_spectrum=match_spectrum,
+            progress=progress,
+            name=tomogram.name,
+            uncertainty=uncertainty,
+        )
+        labels, probs = out[0], out[1]
+        if existing is not None:
+            existing.delete()
+        cp.write_segmentation(
+            run, tomogram.voxel_spacing, labels, class_names, objects, name, user_id, session_id, record
+        )
+        for feature in pick:
+            picks = pick_particles(labels, class_names.index(feature) + 1, pixel_size=tomogram.voxel_spacing)
+            cp.write_picks(run, feature, picks.centres, tomogram.voxel_spacing, user_id, session_id, overwrite=True)
+            result["picks"][feature] = len(picks.centres)
+        size = (tomogram.voxel_spacing,) * 3
+        stem = Path(outdir or ".") / f"{run.name}_{tomogram.voxel_spacing:g}A_{tomo_type}"
+        if probs is not None:
+            for feature, volume in zip(class_names, probs, strict=True):
+                path = Path(f"{stem}_{feature}_probability.mrc")
+                write_volume(path, volume, size)
+                result[f"{feature}_probability"] = str(path)
+        if uncertainty:
+            path = Path(f"{stem}_uncertainty.mrc")
+            write_volume(path, out[2], size)
+            result["uncertainty"] = str(path)
+        picked = ", ".join(f"{n} {f}" for f, n in result["picks"].items())
+        log(f"{run.name}: segmentation {result['segmentation']} written" + (f"; picks: {picked}" if picked else ""))
+        results.append(result)
+    return results
+
+
+def copick_training_pairs(
+    config, folder, voxel_spacing: float, tomo_type: str, runs="all", from_segmentation=None, from_picks=(), log=print
+):
+    """Write a copick project's tomograms and labels as MRC pairs in `folder`, ready for `train`.
+
+    Labels come from a segmentation (`from_segmentation`, NAME[:USER[:SESSION]]: its objects are the
+    features) or from picks (`from_picks`, object names: a sphere of the object's radius per pick, a
+    background shell around it, every other voxel not annotated).
+
+    Returns:
+        (tomogram paths, label paths, feature names).
+    """
+    from . import copick_projects as cp
+
+    if bool(from_segmentation) == bool(from_picks):
+        raise AnnotomoError("give one of --from-segmentation NAME[:USER[:SESSION]] or --from-picks OBJECT,...")
+    root = cp.open_project(config)
+    selected = cp.select_runs(root, runs, config)
+    tomograms = [cp.run_tomogram(run, voxel_spacing, tomo_type) for run in selected]
+    pairs = []
+    for run, tomogram in zip(selected, tomograms, strict=True):
+        shape = tuple(tomogram.data.shape)
+        if from_segmentation:
+            labels, names = cp.segmentation_labels(root, run, tomogram.voxel_spacing, from_segmentation)
+            if labels.shape != shape:
+                raise AnnotomoError(f"run {run.name}: segmentation {from_segmentation} is {labels.shape}, not {shape}")
+        else:
+            labels, count = cp.picks_labels(root, run, tomogram.voxel_spacing, shape, list(from_picks))
+            names = list(from_picks)
+            log(f"{run.name}: {count} picks -> spheres")
+        pairs.append((run, tomogram, labels, names))
+    all_names = sorted(
+        {n for *_, names in pairs for n in names}, key=lambda n: [o.name for o in root.pickable_objects].index(n)
+    )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tomo_paths, label_paths = [], []
+    for run, tomogram, labels, names in pairs:
+        lut = np.arange(256, dtype=np.uint8)
+        for index, feature in enumerate(names, start=1):
+            lut[index] = all_names.index(feature) + 1
+        size = (tomogram.voxel_spacing,) * 3
+        tomo_path, label_path = folder / f"{run.name}_tomo.mrc", folder / f"{run.name}_labels.mrc"
+        write_volume(tomo_path, np.asarray(tomogram.data, np.float32), size)
+        write_volume(label_path, lut[labels], size, class_names=all_names)
+        tomo_paths.append(tomo_path)
+        label_paths.append(label_path)
+    return tomo_paths, label_paths, all_names

@@ -223,8 +223,8 @@ def _add_train(sub):
         "(ignored). Writes the best model to --out, plus OUT.log.json and "
         "OUT.training.png.",
     )
-    p.add_argument("--tomogram", action="append", required=True, help="training tomogram (repeatable)")
-    p.add_argument("--labels", action="append", required=True, help="its labels (one per --tomogram)")
+    p.add_argument("--tomogram", action="append", default=[], help="training tomogram (repeatable)")
+    p.add_argument("--labels", action="append", default=[], help="its labels (one per --tomogram)")
     p.add_argument(
         "--classes",
         help="comma-separated feature names, label 1 first (default: the names stored in "
@@ -316,12 +316,54 @@ def _add_train(sub):
     )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_copick_options(p)
+    source = p.add_argument_group("copick training labels (with --copick, one of)")
+    source.add_argument(
+        "--from-segmentation",
+        metavar="NAME[:USER[:SESSION]]",
+        help="a segmentation of each run: its objects are the features",
+    )
+    source.add_argument(
+        "--from-picks",
+        type=_class_list,
+        default=[],
+        metavar="OBJECT,...",
+        help="picks of these objects: a sphere of the object's radius per pick, a background shell around it, "
+        "the rest not annotated",
+    )
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args):
+    _check_copick_args(args, args.tomogram, "--tomogram/--labels")
+    if not args.copick:
+        return _train(args)
+    import tempfile
+
+    from .api import copick_training_pairs
+
+    if args.classes:
+        raise AnnotomoError("--classes: with --copick the features are the project's objects")
+    with tempfile.TemporaryDirectory(prefix="annotomo-copick-") as folder:
+        args.tomogram, args.labels, names = copick_training_pairs(
+            args.copick,
+            folder,
+            args.voxel_spacing,
+            args.tomo_type,
+            runs=args.runs,
+            from_segmentation=args.from_segmentation,
+            from_picks=args.from_picks,
+            log=(lambda *a: None) if args.quiet else print,
+        )
+        args.classes = ",".join(names)
+        return _train(args)
+
+
+def _train(args):
     from .training import AUTO, TrainConfig, tomoseg_config, train
 
+    if len(args.labels) != len(args.tomogram):
+        raise AnnotomoError("give one --labels per --tomogram")
     if len(args.val_tomogram) != len(args.val_labels):
         raise AnnotomoError("give one --val-labels per --val-tomogram")
     if args.init:
@@ -462,11 +504,12 @@ def _add_segment(sub):
         help="annotate tomograms with a trained model",
         description="Writes OUTDIR/<stem>_labels.mrc (uint8 class index) and with "
         "--probabilities OUTDIR/<stem>_<class>.mrc (float32) per feature; with "
-        "--format zarr, <stem>_labels.ome.zarr etc. (OME-Zarr).",
+        "--format zarr, <stem>_labels.ome.zarr etc. (OME-Zarr). With --copick CONFIG instead of "
+        "tomograms: each run's tomogram of a project, the result written into it as a copick segmentation.",
     )
     p.add_argument("model")
-    p.add_argument("tomograms", nargs="+")
-    p.add_argument("-o", "--outdir", required=True)
+    p.add_argument("tomograms", nargs="*")
+    p.add_argument("-o", "--outdir", help="output folder (with --copick: only for probability/uncertainty maps)")
     p.add_argument("--probabilities", action="store_true", help="also write one probability map per feature")
     p.add_argument(
         "--uncertainty",
@@ -536,10 +579,43 @@ def _add_segment(sub):
         help="on Dask, split tomograms along z into chunks of this many slices (default: tomograms "
         "over 256 Mvoxels in chunks of about 256 Mvoxels)",
     )
+    _add_copick_options(p)
+    project = p.add_argument_group("copick output")
+    project.add_argument("--name", help="the copick segmentation's name (default annotomo)")
+    project.add_argument("--user-id", help="its user id (default annotomo)")
+    project.add_argument("--session-id", help="its session id (default 0)")
+    project.add_argument(
+        "--pick",
+        type=_class_list,
+        default=[],
+        metavar="FEATURE,...",
+        help="also write these features' particles as copick picks of the same-named objects (Angstrom)",
+    )
     p.add_argument("--classes", help="expected class names (comma-separated): refuse a model with other classes")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_segment)
+
+
+def _add_copick_options(p):
+    """--copick, --runs, --voxel-spacing, --tomo-type: which tomograms of a copick project."""
+    group = p.add_argument_group('a copick project (the CryoET Data Portal\'s layout; pip install ".[copick]")')
+    group.add_argument("--copick", metavar="CONFIG", help="the project's copick config (JSON)")
+    group.add_argument("--runs", default="all", help="comma-separated run names, or all (default)")
+    group.add_argument("--voxel-spacing", type=_positive_float, help="which voxel spacing, Angstrom (e.g. 10)")
+    group.add_argument("--tomo-type", help="which tomogram type (e.g. wbp, denoised)")
+
+
+def _check_copick_args(args, inputs: list, what: str):
+    """One source of tomograms: files or a copick project with its voxel spacing and tomogram type."""
+    if args.copick:
+        if inputs:
+            raise AnnotomoError(f"give {what} or --copick CONFIG, not both")
+        missing = [o for o, v in (("--voxel-spacing", args.voxel_spacing), ("--tomo-type", args.tomo_type)) if not v]
+        if missing:
+            raise AnnotomoError(f"--copick needs {' and '.join(missing)}")
+    elif not inputs:
+        raise AnnotomoError(f"give {what}, or --copick CONFIG")
 
 
 def _min_size(text):
@@ -587,6 +663,51 @@ def cmd_segment(args):
         if expected != actual:
             raise AnnotomoError(f"{args.model}: model classes are {','.join(actual)}, not {','.join(expected)}")
     start = time.perf_counter()
+    _check_copick_args(args, args.tomograms, "tomograms")
+    if args.copick:
+        from .api import segment_copick
+
+        unsupported = [
+            o
+            for o, v in (
+                ("--workers", args.workers),
+                ("--dask", args.dask),
+                ("--min-size", args.min_size),
+                ("--label-width", args.label_width),
+                ("--pixel-size", args.pixel_size),
+                ("--format", args.output_format != "mrc"),
+            )
+            if v
+        ]
+        if unsupported:
+            raise AnnotomoError(f"{', '.join(unsupported)}: not available with --copick yet")
+        segment_copick(
+            args.model,
+            args.copick,
+            args.voxel_spacing,
+            args.tomo_type,
+            runs=args.runs,
+            name=args.name,
+            user_id=args.user_id,
+            session_id=args.session_id,
+            pick=args.pick,
+            outdir=args.outdir,
+            probabilities=args.probabilities,
+            uncertainty=args.uncertainty,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            invert_contrast=args.invert_contrast,
+            match_spectrum=args.match_spectrum,
+            device=args.device,
+            precision=args.precision,
+            tile=args.tile,
+            z_smooth=args.z_smooth,
+            tta=args.tta,
+        )
+        print(f"done in {time.perf_counter() - start:.1f} s")
+        return
+    if not args.outdir:
+        raise AnnotomoError("segment needs an output folder: -o OUTDIR")
     segment(
         args.model,
         args.tomograms,
@@ -736,7 +857,24 @@ def _add_pick(sub):
     p.add_argument("--class", dest="class_", required=True, help="class name or label value, e.g. ribosome or 2")
     p.add_argument("--classes", help="class names, label 1 first (needed for a name unless --model is given)")
     p.add_argument("--model", help="model file whose class names to use")
-    p.add_argument("-o", "--out", required=True, help="output prefix: writes PREFIX.star and PREFIX.csv")
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        help="output prefix: writes PREFIX.star and PREFIX.csv (with --format, PREFIX and that format's extension)",
+    )
+    p.add_argument(
+        "--format",
+        dest="pick_format",
+        choices=["relion5", "relion3", "warp", "dynamo", "imod", "csv"],
+        help="one file in this format (default: RELION 3-style STAR and CSV): relion5 centred Angstrom with "
+        "rlnTomoName, relion3 voxels, warp, dynamo .tbl, imod .mod, csv; see annotomo.pickfiles",
+    )
+    p.add_argument(
+        "--tomo-name",
+        help="the tomogram's name in relion5 (rlnTomoName) and warp files (default: the segmentation's file "
+        "name without _labels and extension)",
+    )
     p.add_argument("--min-voxels", type=_positive_int, default=20, help="drop smaller particles (default 20)")
     p.add_argument("--max-voxels", type=_positive_int, default=None, help="drop larger particles")
     p.add_argument(
@@ -772,13 +910,24 @@ def cmd_pick(args):
         if args.class_ not in names:
             raise AnnotomoError(f"--class {args.class_} is not one of {','.join(names)}")
         index = names.index(args.class_) + 1
-    star, csv = Path(args.out + ".star"), Path(args.out + ".csv")
-    for path in (star, csv):
+    if args.pick_format:
+        from .pickfiles import PICK_FORMATS, write_picks_as
+
+        paths = [Path(args.out + PICK_FORMATS[args.pick_format])]
+    else:
+        paths = [Path(args.out + ".star"), Path(args.out + ".csv")]
+    for path in paths:
         check_output_path(path, inputs=[args.segmentation], overwrite=args.overwrite)
     with read_labels(args.segmentation) as seg:
         picks = pick_particles(seg.data, index, args.min_voxels, args.max_voxels, args.min_distance, seg.pixel_size)
-    write_picks(picks, star, csv)
-    print(f"{len(picks.centres)} particles of class {args.class_} -> {star}, {csv}")
+        shape = seg.shape
+    if args.pick_format:
+        stem = Path(args.segmentation).name.split(".")[0]
+        name = args.tomo_name or stem.removesuffix("_labels")
+        write_picks_as(picks, paths[0], args.pick_format, shape, name)
+    else:
+        write_picks(picks, *paths)
+    print(f"{len(picks.centres)} particles of class {args.class_} -> {', '.join(map(str, paths))}")
 
 
 def _add_demo(sub):

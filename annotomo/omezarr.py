@@ -35,7 +35,7 @@ def _zarr():
     try:
         import zarr
     except ImportError:  # pragma: no cover - zarr is a dependency; this guards a broken install
-        raise AnnotomoError("OME-Zarr needs the 'zarr' package (pip install 'zarr>=3')") from None
+        raise AnnotomoError("OME-Zarr needs the 'zarr' package (pip install zarr)") from None
     return zarr
 
 
@@ -147,17 +147,18 @@ def _chunks(shape, dtype):
 
 
 def create_ome_zarr(folder, shape, dtype):
-    """An empty OME-Zarr group in `folder` (zarr v2 format) with one (z, y, x) array "0", 4 MB chunks."""
+    """An empty OME-Zarr group in `folder` (zarr v2 format) with one (z, y, x) array "0", 4 MB chunks.
+
+    Works with the zarr library 2 (which copick needs) and 3: the same files either way.
+    """
     zarr = _zarr()
-    root = zarr.open_group(str(folder), mode="w", zarr_format=2)
-    root.create_array(
-        "0",
-        shape=tuple(shape),
-        chunks=_chunks(shape, dtype),
-        dtype=np.dtype(dtype),
-        fill_value=0,
-        chunk_key_encoding={"name": "v2", "separator": "/"},
-    )
+    options = dict(shape=tuple(shape), chunks=_chunks(shape, dtype), dtype=np.dtype(dtype), fill_value=0)
+    if int(zarr.__version__.split(".")[0]) >= 3:
+        root = zarr.open_group(str(folder), mode="w", zarr_format=2)
+        root.create_array("0", chunk_key_encoding={"name": "v2", "separator": "/"}, **options)
+    else:
+        root = zarr.open_group(str(folder), mode="w")
+        root.create_dataset("0", dimension_separator="/", **options)
 
 
 def finish_ome_zarr(folder, name, voxel_size, origin=None, class_names=None):

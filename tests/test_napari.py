@@ -453,3 +453,37 @@ def test_the_preview_updates_the_slice_in_view_while_training_at_little_cost(pan
     assert preview.data.shape == image.data.shape and panel.training.previews >= 2
     assert preview.data[12].any() and not preview.data[0].any()  # the slice in view, and only it
     assert panel.training.preview_time <= 0.15 * seconds, (panel.training.preview_time, seconds)
+
+
+@pytest.mark.slow
+def test_a_copick_run_opens_as_layers_and_an_annotation_saves_back_into_it(panel, tmp_path):
+    pytest.importorskip("copick")
+    from test_copick import make_project, reopen
+
+    from annotomo import copick_projects as cp
+
+    config = make_project(tmp_path, runs=("TS-1",))
+    reopen(config).get_run("TS-1").new_picks("ribosome", "0", user_id="expert").from_numpy(np.array([[280.0] * 3]))
+    image = panel.open_copick_run(config, "TS-1", 28.0, "wbp")
+    assert tuple(image.scale) == (28.0,) * 3 and image.data.shape == (24, 96, 96)
+    truth = panel.viewer.layers["TS-1 truth:truth:0"]
+    assert isinstance(truth, napari.layers.Labels)
+    # the features are the project's objects found in the segmentation, in the order of their labels
+    assert truth.metadata[L.KEY]["class_names"] == ["ribosome", "membrane"]  # this small cell has no microtubule
+    points = panel.viewer.layers["TS-1 ribosome expert:0"]
+    assert np.allclose(points.data, [[280.0] * 3])  # Angstrom, z y x: on the image's grid
+    assert panel.state.image_box.currentText() == image.name
+
+    panel.state.classes_edit.setText(",".join(truth.metadata[L.KEY]["class_names"]))
+    layer = panel.new_annotation()
+    paint_slices(layer, np.asarray(truth.data), [5, 15])
+    assert panel.save_to_copick(layer, "my_annotation", "expert", "1") is None  # copick forbids underscores
+    assert "underscores" in panel.messages["error"][-1]
+    assert panel.save_to_copick(layer, "my-annotation", "expert", "1") == "my-annotation:expert:1"
+    root = reopen(config)
+    labels, names = cp.segmentation_labels(root, root.get_run("TS-1"), 28.0, "my-annotation:expert:1")
+    assert names == ["ribosome", "membrane"]  # what was painted (a truth with no microtubule)
+    annotated = np.flatnonzero((labels != 255).reshape(len(labels), -1).any(1))
+    assert list(annotated) == [5, 15]  # the other slices stay "not annotated" in the project
+    assert panel.save_to_copick(layer, "my-annotation", "expert", "1") is None  # exists: not replaced silently
+    assert panel.save_to_copick(layer, "my-annotation", "expert", "1", overwrite=True) == "my-annotation:expert:1"

@@ -10,6 +10,17 @@ import zarr
 from annotomo.cli import main
 from annotomo.volumes import check_output_path, open_volume, read_labels, volume_writer, write_volume
 
+ZARR3 = int(zarr.__version__.split(".")[0]) >= 3
+
+
+def v2_group(path):
+    """A zarr v2-format group with either zarr library (2, as copick needs, or 3)."""
+    return zarr.open_group(str(path), mode="w", zarr_format=2) if ZARR3 else zarr.open_group(str(path), mode="w")
+
+
+def add_array(group, name, **options):
+    return group.create_array(name, **options) if ZARR3 else group.create_dataset(name, **options)
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.int16, np.float16])
 def test_round_trip_keeps_values_dtype_voxel_size_and_origin(tmp_path, dtype):
@@ -34,10 +45,10 @@ def test_labels_round_trip_including_255(tmp_path):
 
 def test_reads_a_portal_style_image_in_nanometres_with_a_channel_axis_and_a_pyramid(tmp_path):
     path = tmp_path / "portal.zarr"
-    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    root = v2_group(path)
     full = np.arange(4 * 8 * 10, dtype=np.float32).reshape(1, 4, 8, 10)
-    root.create_array("0", shape=full.shape, chunks=(1, 4, 8, 10), dtype=np.float32)[:] = full
-    root.create_array("1", shape=(1, 2, 4, 5), chunks=(1, 2, 4, 5), dtype=np.float32)[:] = full[:, ::2, ::2, ::2]
+    add_array(root, "0", shape=full.shape, chunks=(1, 4, 8, 10), dtype=np.float32)[:] = full
+    add_array(root, "1", shape=(1, 2, 4, 5), chunks=(1, 2, 4, 5), dtype=np.float32)[:] = full[:, ::2, ::2, ::2]
     root.attrs["multiscales"] = [
         {
             "version": "0.4",
@@ -68,9 +79,9 @@ def test_unusable_zarr_inputs_name_the_file(tmp_path):
     (tmp_path / "empty.zarr").mkdir()
     with pytest.raises(InputError, match="empty.zarr"):
         open_volume(tmp_path / "empty.zarr")
-    root = zarr.open_group(str(tmp_path / "two.zarr"), mode="w", zarr_format=2)
-    root.create_array("a", shape=(2, 2, 2), dtype="f4")
-    root.create_array("b", shape=(2, 2, 2), dtype="f4")
+    root = v2_group(tmp_path / "two.zarr")
+    add_array(root, "a", shape=(2, 2, 2), dtype="f4")
+    add_array(root, "b", shape=(2, 2, 2), dtype="f4")
     with pytest.raises(InputError, match="two.zarr.*multiscales"):
         open_volume(tmp_path / "two.zarr")
 

@@ -1,4 +1,4 @@
-"""The annotomo dock widget: annotate, train, segment, correct and retrain, where next, pick; a widget each.
+"""The annotomo dock widget: a copick run, annotate, train, segment-correct-retrain, where next, pick.
 
 The steps (`steps/`) share a small state (`state.PanelState`: the viewer, the chosen tomogram and labels
 layer, the feature names, the current model, and the one job runner of `jobs`). The work itself is
@@ -11,7 +11,7 @@ from __future__ import annotations
 from qtpy.QtWidgets import QFormLayout, QVBoxLayout, QWidget
 
 from .state import PanelState
-from .steps import AUTO_START, NO_MODEL, AnnotateStep, PickStep, SegmentStep, SuggestStep, TrainStep
+from .steps import AUTO_START, NO_MODEL, AnnotateStep, PickStep, ProjectStep, SegmentStep, SuggestStep, TrainStep
 
 
 class AnnotomoPanel(QWidget):
@@ -21,6 +21,7 @@ class AnnotomoPanel(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.state = PanelState(napari_viewer, parent=self)
+        self.project = ProjectStep(self.state)
         self.annotate = AnnotateStep(self.state)
         self.training = TrainStep(self.state)
         self.segmenting = SegmentStep(self.state, self.training)
@@ -29,6 +30,7 @@ class AnnotomoPanel(QWidget):
         outer = QVBoxLayout(self)
         top = QFormLayout()
         top.addRow("tomogram", self.state.image_box)
+        outer.addWidget(self.project)
         outer.addLayout(top)
         for step in (self.annotate, self.training, self.segmenting, self.suggesting, self.picking, self.state.jobs):
             outer.addWidget(step)
@@ -66,6 +68,14 @@ class AnnotomoPanel(QWidget):
     def stop(self):
         """Ask the running job to stop (training keeps its best model so far)."""
         self.state.jobs.stop()
+
+    def open_copick_run(self, config, run, voxel_spacing, tomo_type):
+        """Open a copick run's tomogram, segmentations and picks as layers (step 0)."""
+        return self.project.open_run(config, run, voxel_spacing, tomo_type)
+
+    def save_to_copick(self, layer, name, user_id, session_id, overwrite=False):
+        """Save a labels layer into the copick run it came from, as a segmentation (step 0)."""
+        return self.project.save_to_project(layer, name, user_id, session_id, overwrite)
 
     def new_annotation(self):
         """Add an empty annotation layer for the chosen tomogram (step 1)."""
