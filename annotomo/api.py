@@ -591,7 +591,7 @@ def segment_copick(
             continue
         out = segment_array(
             predictor,
-            tomogram.data,
+            tomogram.voxels(),
             (tomogram.voxel_spacing,) * 3,
             probabilities=probabilities,
             invert_contrast=invert_contrast,
@@ -670,7 +670,7 @@ def copick_training_pairs(
             lut[index] = all_names.index(feature) + 1
         size = (tomogram.voxel_spacing,) * 3
         tomo_path, label_path = folder / f"{run.name}_tomo.mrc", folder / f"{run.name}_labels.mrc"
-        write_volume(tomo_path, np.asarray(tomogram.data, np.float32), size)
+        write_volume(tomo_path, np.asarray(tomogram.voxels(), np.float32), size)
         write_volume(label_path, lut[labels], size, class_names=all_names)
         tomo_paths.append(tomo_path)
         label_paths.append(label_path)

@@ -26,6 +26,7 @@ DEFAULT_SESSION = "0"  # copick's convention for "made by a tool"
 DEFAULT_NAME = "annotomo"
 _FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1F\x7F\s_]')
 NOT_ANNOTATED = 255
+IN_MEMORY_BYTES = 4 << 30  # tomograms up to this size are read into memory whole for segmenting
 COMPLETE_ATTR = "annotomo"  # zarr attribute annotomo sets on a segmentation it finished writing
 
 
@@ -98,6 +99,44 @@ class RunTomogram:
     def name(self) -> str:
         """RUN/SPACING/TYPE, how messages name it."""
         return f"{self.run.name}/{self.voxel_spacing:g}/{self.tomo_type}"
+
+    def voxels(self, in_memory_bytes=IN_MEMORY_BYTES):
+        """The voxels for segmenting: in memory up to `in_memory_bytes`, else read a band of z-chunks at a time.
+
+        copick's stores are compressed in large chunks (e.g. 256^3): reading them voxel sample by voxel
+        sample, as normalising does, would decompress each chunk many times.
+        """
+        nbytes = int(np.prod(self.data.shape)) * np.dtype(self.data.dtype).itemsize
+        if nbytes <= in_memory_bytes:
+            return np.asarray(self.data[:])
+        return ChunkBands(self.data)
+
+
+class ChunkBands:
+    """A read-only (z, y, x) view of a chunked array that decompresses one band of z-chunks at a time."""
+
+    def __init__(self, array):
+        self._array = array
+        self.shape, self.dtype, self.ndim = tuple(array.shape), array.dtype, 3
+        self._depth = int(array.chunks[0])
+        self._band, self._start = None, -1
+
+    def _slice(self, z: int) -> np.ndarray:
+        start = z // self._depth * self._depth
+        if start != self._start:
+            self._band, self._start = np.asarray(self._array[start : start + self._depth]), start
+        return self._band[z - start]
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        zs, rest = key[0], key[1:]
+        if isinstance(zs, int | np.integer):
+            return self._slice(int(zs))[rest]
+        indices = range(self.shape[0])[zs] if isinstance(zs, slice) else list(np.asarray(zs).ravel())
+        return np.stack([self._slice(int(z))[rest] for z in indices]) if len(indices) else np.empty((0,))
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
 
 
 def run_tomogram(run, voxel_spacing: float, tomo_type: str) -> RunTomogram:
@@ -281,7 +320,7 @@ def read_run(config, run_name: str, voxel_spacing: float, tomo_type: str) -> Run
         points, _ = p.numpy()
         centres = np.asarray(points, float).reshape(-1, 3)[:, ::-1] / tomogram.voxel_spacing
         picks.append((f"{run.name} {p.pickable_object_name} {p.user_id}:{p.session_id}", centres))
-    return RunContents(np.asarray(tomogram.data, np.float32), tomogram.voxel_spacing, segmentations, picks)
+    return RunContents(np.asarray(tomogram.voxels(), np.float32), tomogram.voxel_spacing, segmentations, picks)
 
 
 def save_annotation(

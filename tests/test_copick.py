@@ -210,3 +210,30 @@ def test_relion5_and_dynamo_files_agree_with_copicks_own_export(tmp_path, shape)
     a, b = dynamotable.read(str(theirs_tbl)), dynamotable.read(str(ours_tbl))
     for axis in "xyz":
         assert np.allclose(b[axis], a[axis], atol=1e-3), axis
+
+
+def test_large_tomograms_are_read_a_band_of_chunks_at_a_time():
+    from annotomo.copick_projects import ChunkBands, RunTomogram
+
+    class Chunked:
+        """A chunked array that counts how often it is read."""
+
+        def __init__(self, data, depth):
+            self.data, self.chunks, self.reads = data, (depth, 8, 8), 0
+            self.shape, self.dtype = data.shape, data.dtype
+
+        def __getitem__(self, key):
+            self.reads += 1
+            return self.data[key]
+
+    data = np.arange(10 * 6 * 5, dtype=np.float32).reshape(10, 6, 5)
+    source = Chunked(data, depth=4)
+    bands = RunTomogram(None, 10.0, "wbp", source).voxels(in_memory_bytes=100)
+    assert isinstance(bands, ChunkBands) and bands.shape == data.shape
+    assert np.array_equal(bands[3], data[3]) and np.array_equal(bands[2:7, 1:3], data[2:7, 1:3])
+    assert np.array_equal(bands[[0, 9, 5], 2], data[[0, 9, 5], 2]) and np.array_equal(np.asarray(bands), data)
+    source.reads = 0
+    for z in range(10):
+        bands[z]
+    assert source.reads == 3  # one read per band of 4 slices
+    assert isinstance(RunTomogram(None, 10.0, "wbp", Chunked(data, 4)).voxels(), np.ndarray)  # small: in memory
