@@ -6,7 +6,10 @@ simulator's truth) chosen by a strategy, fine-tunes the current model on everyth
 for a fixed number of iterations, segments the cell and scores it (mean Dice over the 4 features,
 whole cell). Strategies: evenly spaced, random (several seeds), `suggest` (annotomo.suggest_places on
 the current model's own segmentation and uncertainty) and the oracle "the slices the current model gets
-most wrong, by the truth" (an upper bound no user has).
+most wrong, by the truth" (an upper bound no user has). With --region PX, also "regions": each round
+paints as many voxels as K slices hold, in PX x PX boxes that `suggest --region PX` chooses (the painted
+boxes count as certain, so they are not chosen again); only the painted voxels are annotated, as in the
+panel's region mode. Curves record painted slices and voxels.
 
     .venv/bin/python benchmarks/bench_effort.py                       # from cellular-v2
     .venv/bin/python benchmarks/bench_effort.py --start scratch --json benchmarks/results/effort_scratch.json
@@ -77,15 +80,24 @@ def run_cell(sim, strategies, args, work):
     for strategy in strategies:
         rng = np.random.default_rng(int(strategy[-1]) if strategy.startswith("random") else 0)
         annotated = np.zeros(truth.shape[0], bool)
+        painted = np.zeros(truth.shape, bool)
         model = start_model
         prediction, unsure = (first, first_unsure) if start_model is not None else (None, None)
         if prediction is None:  # from scratch: suggest and the oracle see a blank prediction in round 1
             prediction, unsure = np.zeros_like(truth), np.ones(truth.shape, np.float32)
         curve = []
         for r in range(args.rounds):
-            for z in choose(strategy, args.k, annotated, r, prediction, unsure, truth, names, rng):
-                annotated[z] = True
-            sparse = np.where(annotated[:, None, None], truth, NOT_ANNOTATED).astype(np.uint8)
+            if strategy == "regions":
+                boxes = args.k * truth[0].size // args.region**2
+                still = np.where(painted, 0.0, unsure).astype(np.float32)
+                for p in suggest_places(prediction, still, names, None, boxes, args.region, 0):
+                    painted[p["z"], p["y0"] : p["y1"], p["x0"] : p["x1"]] = True
+                annotated = painted.reshape(len(painted), -1).any(1)
+            else:
+                for z in choose(strategy, args.k, annotated, r, prediction, unsure, truth, names, rng):
+                    annotated[z] = True
+                painted[annotated] = True
+            sparse = np.where(painted, truth, NOT_ANNOTATED).astype(np.uint8)
             out = Path(work) / f"{strategy}_{r}.annotomo"
             config = annotomo.TrainConfig(
                 iterations=args.iterations, epoch_iterations=args.iterations, seed=0, pixel_size=28.0
@@ -104,7 +116,7 @@ def run_cell(sim, strategies, args, work):
             model = str(out)
             prediction, _, unsure = segment_array(model, sim.tomogram, (28.0,) * 3, uncertainty=True)
             dice = segmentation_scores(truth, prediction, names)["mean_dice"]
-            curve.append(dict(slices=int(annotated.sum()), voxels=int(annotated.sum()) * truth[0].size, dice=dice))
+            curve.append(dict(slices=int(annotated.sum()), voxels=int(painted.sum()), dice=dice))
         curves[strategy] = curve
         print(f"    {strategy:8s} " + "  ".join(f"{c['slices']} slices {c['dice']:.3f}" for c in curve), flush=True)
     return curves
@@ -125,9 +137,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--iterations", type=int, default=200, help="fine-tuning iterations per round")
     ap.add_argument("--random-seeds", type=int, default=3)
+    ap.add_argument("--region", type=int, help="also the 'regions' strategy: PX x PX boxes chosen by suggest")
+    ap.add_argument("--strategies", nargs="*", help="only these (default: all)")
     ap.add_argument("--json", default=str(RESULTS / "effort.json"))
     args = ap.parse_args()
     strategies = ["even", *(f"random{i}" for i in range(args.random_seeds)), "suggest", "oracle"]
+    strategies += ["regions"] if args.region else []
+    strategies = [
+        s
+        for s in strategies
+        if not args.strategies or s in args.strategies or s.rstrip("0123456789") in args.strategies
+    ]
     cells, started = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         for condition in args.conditions:
@@ -135,7 +155,8 @@ def main():
                 print(f"{condition} cell {seed}", flush=True)
                 sim = annotomo.simulate(shape=tuple(args.shape), seed=seed, **CONDITIONS[condition])
                 cells.append(dict(condition=condition, seed=seed, curves=run_cell(sim, strategies, args, work)))
-    groups = {"random": [s for s in strategies if s.startswith("random")]}
+    randoms = [s for s in strategies if s.startswith("random")]
+    groups = {"random": randoms} if randoms else {}
     groups.update({s: [s] for s in strategies if not s.startswith("random")})
     summary = {}
     if args.start != "scratch":
@@ -145,7 +166,8 @@ def main():
         for r in range(args.rounds):
             dice = [c["curves"][m][r]["dice"] for c in cells for m in members]
             slices = [c["curves"][m][r]["slices"] for c in cells for m in members]
-            rounds.append(dict(slices=float(np.mean(slices)), dice=float(np.mean(dice))))
+            voxels = [c["curves"][m][r]["voxels"] for c in cells for m in members]
+            rounds.append(dict(slices=float(np.mean(slices)), voxels=float(np.mean(voxels)), dice=float(np.mean(dice))))
         points = [(x["slices"], x["dice"]) for x in rounds]
         summary[group] = dict(rounds=rounds, slices_for_0_85=needed(points, 0.85), slices_for_0_90=needed(points, 0.90))
     print(
@@ -158,7 +180,9 @@ def main():
         if "rounds" not in s:
             print(f"| {group} | {s['dice']:.3f} (0 slices) |" + " |" * (args.rounds + 1))
             continue
-        cols = " | ".join(f"{x['dice']:.3f} ({x['slices']:.0f} slices)" for x in s["rounds"])
+        cols = " | ".join(
+            f"{x['dice']:.3f} ({x['slices']:.0f} slices, {x['voxels'] / 1e3:.0f} kvox)" for x in s["rounds"]
+        )
         print(f"| {group} | {cols} | {s['slices_for_0_85'] or '-'} | {s['slices_for_0_90'] or '-'} |")
     out = dict(results_header(), args=vars(args), cells=cells, summary=summary, seconds=time.perf_counter() - started)
     Path(args.json).write_text(json.dumps(out, indent=1))
