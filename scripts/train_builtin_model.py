@@ -8,7 +8,7 @@
         --minutes 60 --name cellular-v2
     # cellular-v3: cellular-v1's network (its cost per voxel) continued 50 min on cells of many looks
     .venv/bin/python scripts/train_builtin_model.py --init cellular-v1 --appearance wide --cells 60 \
-        --minutes 50 --name cellular-v3
+        --minutes 45 --name cellular-v3
     .venv/bin/python scripts/train_builtin_model.py --minutes 20 --device cuda   # on a GPU
     .venv/bin/python scripts/train_builtin_model.py --init cellular-v2 --minutes 30 \
         --output /tmp/continued.annotomo                                  # train the shipped model longer
@@ -45,8 +45,8 @@ MODEL_PIXEL_SIZE = 28.0
 FIELD_AT_28 = (64, 256, 256)
 TRAIN_SEEDS = range(100_000, 100_040)
 VALIDATION_SEEDS = range(200_000, 200_003)
-WIDE_TRAIN_SEEDS = range(300_000, 300_040)  # cellular-v3's cells: new seeds, new looks
-WIDE_VALIDATION_SEEDS = range(400_000, 400_003)
+WIDE_TRAIN_SEEDS = range(600_000, 600_040)  # cellular-v3: new seeds (300_001+ are bench_builtin's held-out cells)
+WIDE_VALIDATION_SEEDS = range(610_000, 610_003)
 
 
 WIDE_MAX_VOXELS = 9e6  # a finer-sampled cell keeps its depth and narrows in y and x (simulating takes ~500 B/voxel)
