@@ -176,15 +176,17 @@ def completed_by_annotomo(segmentation) -> dict | None:
         return None
 
 
-def write_segmentation(run, voxel_spacing, labels, class_names, objects, name, user_id, session_id, record):
-    """Write `labels` (annotomo's 1..N) as the run's multilabel segmentation, each feature as its object's label.
+def write_segmentation(run, voxel_spacing, labels, class_names, objects, name, user_id, session_id, record=None):
+    """Write `labels` (annotomo's 0, 1..N, 255) as the run's multilabel segmentation, each feature as its
+    object's label (features without an object become 0) and 255 (not annotated) kept.
 
-    Features without an object are left out. The segmentation is deleted again if writing fails, so the
-    project never holds half of one; `record` (a dict) is stored on it once it is complete.
+    The segmentation is deleted again if writing fails, so the project never holds half of one; `record`
+    (a dict: what made it) is stored on it once it is complete.
     """
     import zarr
 
     lut = np.zeros(256, np.uint8)
+    lut[NOT_ANNOTATED] = NOT_ANNOTATED
     for index, feature in enumerate(class_names, start=1):
         if feature in objects:
             lut[index] = objects[feature].label
@@ -192,8 +194,9 @@ def write_segmentation(run, voxel_spacing, labels, class_names, objects, name, u
         voxel_size=voxel_spacing, name=name, session_id=session_id, is_multilabel=True, user_id=user_id
     )
     try:
-        seg.from_numpy(lut[np.asarray(labels)])
-        zarr.open(seg.zarr(), mode="r+").attrs[COMPLETE_ATTR] = record
+        seg.from_numpy(lut[np.asarray(labels, np.uint8)])
+        if record is not None:
+            zarr.open(seg.zarr(), mode="r+").attrs[COMPLETE_ATTR] = record
     except BaseException:
         seg.delete()
         raise
@@ -343,18 +346,7 @@ def save_annotation(
         raise AnnotomoError(
             f"run {run.name}: segmentation {name}:{user_id}:{session_id} exists; overwrite to replace it"
         )
-    lut = np.zeros(256, np.uint8)
-    lut[NOT_ANNOTATED] = NOT_ANNOTATED
-    for index, feature in enumerate(class_names, start=1):
-        lut[index] = objects[feature].label
     if existing is not None:
         existing.delete()
-    seg = run.new_segmentation(
-        voxel_size=spacing, name=name, session_id=session_id, is_multilabel=True, user_id=user_id
-    )
-    try:
-        seg.from_numpy(lut[np.asarray(labels, np.uint8)])
-    except BaseException:
-        seg.delete()
-        raise
+    write_segmentation(run, spacing, labels, class_names, objects, name, user_id, session_id)
     return f"{name}:{user_id}:{session_id}"
