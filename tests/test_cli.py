@@ -98,6 +98,7 @@ def test_not_an_mrc_file(tmp_path):
     assert_clean_error(code, err, "notes.mrc")
 
 
+@pytest.mark.slow
 def test_labels_with_another_shape(tmp_path, small_files):
     write_volume(tmp_path / "lab.mrc", np.zeros((4, 8, 8), np.uint8), (28.0,) * 3)
     code, _, err = run_cli(

@@ -93,6 +93,7 @@ def test_a_local_cluster_gives_the_single_process_outputs_and_loads_the_model_on
     assert {e["chunks"] for e in manifest.values()} == {3, 4}  # 20-28 slices in chunks of 8
 
 
+@pytest.mark.slow
 def test_a_chunked_tomogram_equals_the_whole_in_ome_zarr_too(dask_client, batch_files, model_file, tmp_path):
     whole = volumes_of(segment(model_file, batch_files[:1], tmp_path / "whole", output_format="zarr", **QUIET))
     chunked = volumes_of(

@@ -161,6 +161,7 @@ def test_fine_tuning_starts_from_the_parents_weights(tmp_path, small_files, mode
     assert all(torch.allclose(child[k], parent[k], atol=1e-6) for k in conv)
 
 
+@pytest.mark.slow
 def test_fine_tuning_for_new_features_keeps_the_shared_outputs_and_says_so(tmp_path, small_pair, model_file):
     sim = small_pair[0]
     labels = np.where(sim.labels == 2, 1, np.where(sim.labels == 0, 0, 255)).astype(np.uint8)  # ribosomes only

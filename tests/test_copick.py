@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 copick = pytest.importorskip("copick")
+pytestmark = pytest.mark.slow  # importing copick alone takes ~4 s: the whole file is in the full suite only
 
 from annotomo.cli import main  # noqa: E402
 from annotomo.synth import simulate  # noqa: E402
@@ -57,7 +58,6 @@ def reopen(config):
     return copick.from_file(str(config))
 
 
-@pytest.mark.slow
 def test_segment_writes_a_multilabel_segmentation_copick_reads_and_picks_in_angstrom(project, tmp_path, capsys):
     code = main(
         ["segment", "cellular-v1", "--copick", str(project), "--voxel-spacing", "28", "--tomo-type", "wbp"]
@@ -87,7 +87,6 @@ def test_segment_writes_a_multilabel_segmentation_copick_reads_and_picks_in_angs
         assert np.mean(labels[tuple(voxels.T)] == 2) > 0.8
 
 
-@pytest.mark.slow
 def test_segment_again_skips_done_runs_and_refuses_a_foreign_segmentation(project, capsys):
     args = ["segment", "cellular-v1", "--copick", str(project), "--voxel-spacing", "28", "--tomo-type", "wbp"]
     assert main(args + ["--runs", "TS-1", "--quiet"]) == 0
@@ -138,7 +137,6 @@ def test_a_config_that_does_not_parse_names_the_file(tmp_path, capsys):
     assert "broken.json" in err and "copick config" in err
 
 
-@pytest.mark.slow
 def test_train_from_a_segmentation_and_from_picks(project, tmp_path):
     base = ["train", "--copick", str(project), "--voxel-spacing", "28", "--tomo-type", "wbp", "--iterations", "20"]
     base += ["--from-scratch", "--patch", "64", "--batch-size", "2"]
