@@ -488,6 +488,8 @@ def segment_copick(
     log=print,
     invert_contrast=False,
     match_spectrum=True,
+    workers=None,
+    dask=None,
     **predictor_options,
 ) -> list[dict]:
     """Segment runs of a copick project and write each result into the project as a copick segmentation.
@@ -510,6 +512,8 @@ def segment_copick(
         log: where messages go.
         invert_contrast: as for `segment`.
         match_spectrum: as for `segment`.
+        workers: segment the runs on a local Dask cluster of this many worker processes, a run per task.
+        dask: or on an existing Dask scheduler (an address or a Client); its workers must reach the project.
         **predictor_options: as for `segment` (device, precision, ...).
 
     Returns:
@@ -527,7 +531,6 @@ def segment_copick(
     from . import copick_projects as cp
     from .modelfile import model_label, resolve_model
     from .outputs import file_digest
-    from .postprocess import pick_particles
 
     name = cp.check_name("segmentation name", name or cp.DEFAULT_NAME)
     user_id = cp.check_name("user id", user_id or cp.DEFAULT_USER)
@@ -582,49 +585,153 @@ def segment_copick(
         jobs.append((run, tomogram, existing, done))
     if outdir is not None:
         Path(outdir).mkdir(parents=True, exist_ok=True)
-    results = []
-    for run, tomogram, existing, done in jobs:
-        result = dict(run=run.name, segmentation=f"{name}:{user_id}:{session_id}", picks={}, skipped=done)
+    spec = dict(
+        name=name,
+        user_id=user_id,
+        session_id=session_id,
+        pick=list(pick),
+        outdir=None if outdir is None else str(Path(outdir).resolve()),
+        probabilities=probabilities,
+        uncertainty=uncertainty,
+        invert_contrast=invert_contrast,
+        match_spectrum=match_spectrum,
+        record=record,
+    )
+    todo = [run.name for run, _, _, done in jobs if not done]
+    for run, _, _, done in jobs:
         if done:
             log(f"{run.name}: already segmented with this model; skipped")
-            results.append(result)
-            continue
-        out = segment_array(
-            predictor,
-            tomogram.voxels(),
-            (tomogram.voxel_spacing,) * 3,
-            probabilities=probabilities,
-            invert_contrast=invert_contrast,
-            match_spectrum=match_spectrum,
-            progress=progress,
-            name=tomogram.name,
-            uncertainty=uncertainty,
+    if (workers or dask) and todo:
+        if isinstance(model, Predictor):
+            raise AnnotomoError("segmenting a copick project on Dask needs a model file or built-in name")
+        written = _copick_runs_on_dask(
+            model, predictor_options, config, todo, voxel_spacing, tomo_type, spec, workers, dask, log
         )
-        labels, probs = out[0], out[1]
-        if existing is not None:
-            existing.delete()
-        cp.write_segmentation(
-            run, tomogram.voxel_spacing, labels, class_names, objects, name, user_id, session_id, record
-        )
-        for feature in pick:
-            picks = pick_particles(labels, class_names.index(feature) + 1, pixel_size=tomogram.voxel_spacing)
-            cp.write_picks(run, feature, picks.centres, tomogram.voxel_spacing, user_id, session_id, overwrite=True)
-            result["picks"][feature] = len(picks.centres)
-        size = (tomogram.voxel_spacing,) * 3
-        stem = Path(outdir or ".") / f"{run.name}_{tomogram.voxel_spacing:g}A_{tomo_type}"
-        if probs is not None:
-            for feature, volume in zip(class_names, probs, strict=True):
-                path = Path(f"{stem}_{feature}_probability.mrc")
-                write_volume(path, volume, size)
-                result[f"{feature}_probability"] = str(path)
-        if uncertainty:
-            path = Path(f"{stem}_uncertainty.mrc")
-            write_volume(path, out[2], size)
-            result["uncertainty"] = str(path)
-        picked = ", ".join(f"{n} {f}" for f, n in result["picks"].items())
-        log(f"{run.name}: segmentation {result['segmentation']} written" + (f"; picks: {picked}" if picked else ""))
-        results.append(result)
+    else:
+        written = {}
+        for run_name in todo:
+            written[run_name] = _copick_run(predictor, config, run_name, voxel_spacing, tomo_type, spec, progress)
+            _log_copick_run(written[run_name], log)
+    results = []
+    for run, _, _, done in jobs:
+        skipped = dict(run=run.name, segmentation=f"{name}:{user_id}:{session_id}", picks={}, skipped=True)
+        results.append(skipped if done else written[run.name])
     return results
+
+
+def _log_copick_run(result, log):
+    picked = ", ".join(f"{n} {f}" for f, n in result["picks"].items())
+    log(f"{result['run']}: segmentation {result['segmentation']} written" + (f"; picks: {picked}" if picked else ""))
+
+
+def _copick_run(predictor, config, run_name, voxel_spacing, tomo_type, spec, progress=False) -> dict:
+    """Segment one run of a copick project and write its results into it (here or on a Dask worker)."""
+    from . import copick_projects as cp
+    from .postprocess import pick_particles
+
+    root = cp.open_project(config)
+    (run,) = cp.select_runs(root, [run_name], config)
+    tomogram = cp.run_tomogram(run, voxel_spacing, tomo_type)
+    class_names = list(predictor.info.class_names)
+    name, user_id, session_id = spec["name"], spec["user_id"], spec["session_id"]
+    out = segment_array(
+        predictor,
+        tomogram.voxels(),
+        (tomogram.voxel_spacing,) * 3,
+        probabilities=spec["probabilities"],
+        invert_contrast=spec["invert_contrast"],
+        match_spectrum=spec["match_spectrum"],
+        progress=progress,
+        name=tomogram.name,
+        uncertainty=spec["uncertainty"],
+    )
+    labels, probs = out[0], out[1]
+    existing = cp.find_segmentation(run, tomogram.voxel_spacing, name, user_id, session_id)
+    if existing is not None:  # checked before: overwrite was given
+        existing.delete()
+    objects = cp.feature_objects(root, class_names)
+    cp.write_segmentation(
+        run, tomogram.voxel_spacing, labels, class_names, objects, name, user_id, session_id, spec["record"]
+    )
+    result = dict(run=run.name, segmentation=f"{name}:{user_id}:{session_id}", picks={}, skipped=False)
+    for feature in spec["pick"]:
+        picks = pick_particles(labels, class_names.index(feature) + 1, pixel_size=tomogram.voxel_spacing)
+        cp.write_picks(run, feature, picks.centres, tomogram.voxel_spacing, user_id, session_id, overwrite=True)
+        result["picks"][feature] = len(picks.centres)
+    size = (tomogram.voxel_spacing,) * 3
+    stem = Path(spec["outdir"] or ".") / f"{run.name}_{tomogram.voxel_spacing:g}A_{tomo_type}"
+    if probs is not None:
+        for feature, volume in zip(class_names, probs, strict=True):
+            path = Path(f"{stem}_{feature}_probability.mrc")
+            write_volume(path, volume, size)
+            result[f"{feature}_probability"] = str(path)
+    if spec["uncertainty"]:
+        path = Path(f"{stem}_uncertainty.mrc")
+        write_volume(path, out[2], size)
+        result["uncertainty"] = str(path)
+    return result
+
+
+def _copick_run_on_worker(model_file, options, digest, config, run_name, voxel_spacing, tomo_type, spec) -> dict:
+    """`_copick_run` in a Dask worker, with the worker's one loaded copy of the model."""
+    from .cluster import worker_predictor
+
+    predictor, lock = worker_predictor(model_file, options, digest)
+    with lock:
+        return _copick_run(predictor, config, run_name, voxel_spacing, tomo_type, spec)
+
+
+def _copick_runs_on_dask(model, options, config, run_names, voxel_spacing, tomo_type, spec, workers, address, log):
+    """{run: result} of every run segmented on Dask (a local cluster of `workers`, or `address`); a run that
+    fails raises after the others finished (each run's segmentation is whole or absent).
+    """
+    from .cluster import open_client
+    from .modelfile import resolve_model
+    from .outputs import file_digest
+
+    model_file = str(resolve_model(model).resolve())
+    digest = file_digest(model_file)
+    client, cluster = open_client(workers, address, log)  # says how to install dask where it is missing
+    from distributed import as_completed
+
+    written, failed = {}, {}
+    try:
+        config = str(Path(config).resolve())
+        futures = {
+            client.submit(
+                _copick_run_on_worker,
+                model_file,
+                options,
+                digest,
+                config,
+                r,
+                voxel_spacing,
+                tomo_type,
+                spec,
+                pure=False,
+            ): r
+            for r in run_names
+        }
+        for future in as_completed(futures):
+            run_name = futures[future]
+            error = future.exception()
+            if error is not None:
+                failed[run_name] = (
+                    str(error) if isinstance(error, AnnotomoError) else f"{type(error).__name__}: {error}"
+                )
+                log(f"{run_name}: failed: {failed[run_name]}")
+                continue
+            written[run_name] = future.result()
+            _log_copick_run(written[run_name], log)
+    finally:
+        if cluster is not None:
+            client.close()
+            cluster.close()
+    if failed:
+        raise AnnotomoError(
+            f"{len(failed)} of {len(run_names)} runs failed: " + "; ".join(f"{r}: {e}" for r, e in failed.items())
+        )
+    return written
 
 
 def copick_training_pairs(

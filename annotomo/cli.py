@@ -670,8 +670,6 @@ def cmd_segment(args):
         unsupported = [
             o
             for o, v in (
-                ("--workers", args.workers),
-                ("--dask", args.dask),
                 ("--min-size", args.min_size),
                 ("--label-width", args.label_width),
                 ("--pixel-size", args.pixel_size),
@@ -703,6 +701,8 @@ def cmd_segment(args):
             tile=args.tile,
             z_smooth=args.z_smooth,
             tta=args.tta,
+            workers=args.workers,
+            dask=args.dask,
         )
         print(f"done in {time.perf_counter() - start:.1f} s")
         return

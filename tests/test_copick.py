@@ -235,3 +235,19 @@ def test_large_tomograms_are_read_a_band_of_chunks_at_a_time():
         bands[z]
     assert source.reads == 3  # one read per band of 4 slices
     assert isinstance(RunTomogram(None, 10.0, "wbp", Chunked(data, 4)).voxels(), np.ndarray)  # small: in memory
+
+
+def test_segment_on_dask_workers_writes_what_one_process_writes(project, tmp_path):
+    pytest.importorskip("distributed")
+    args = ["segment", "cellular-v1", "--copick", str(project), "--voxel-spacing", "28", "--tomo-type", "wbp"]
+    assert main(args + ["--quiet", "--pick", "ribosome"]) == 0
+    here = {r.name: r.get_segmentations(name="annotomo")[0].numpy() for r in reopen(project).runs}
+    assert main(args + ["--quiet", "--pick", "ribosome", "--workers", "2", "--session-id", "1"]) == 0
+    for run in reopen(project).runs:
+        on_dask = run.get_segmentations(name="annotomo", session_id="1")[0].numpy()
+        assert np.array_equal(on_dask, here[run.name])
+        assert len(run.get_picks(object_name="ribosome", session_id="1")[0].points) == len(
+            run.get_picks(object_name="ribosome", session_id="0")[0].points
+        )
+    # and again: every run is done, nothing is submitted
+    assert main(args + ["--quiet", "--workers", "2", "--session-id", "1", "--pick", "ribosome"]) == 0
