@@ -860,16 +860,22 @@ def _add_pick(sub):
     p.add_argument(
         "-o",
         "--out",
-        required=True,
         help="output prefix: writes PREFIX.star and PREFIX.csv (with --format, PREFIX and that format's extension)",
     )
     p.add_argument(
         "--format",
         dest="pick_format",
-        choices=["relion5", "relion3", "warp", "dynamo", "imod", "csv"],
+        choices=["relion5", "relion3", "warp", "dynamo", "imod", "copick", "csv"],
         help="one file in this format (default: RELION 3-style STAR and CSV): relion5 centred Angstrom with "
-        "rlnTomoName, relion3 voxels, warp, dynamo .tbl, imod .mod, csv; see annotomo.pickfiles",
+        "rlnTomoName, relion3 voxels, warp, dynamo .tbl, imod .mod, csv (see annotomo.pickfiles); copick: "
+        "picks in a copick project (--copick CONFIG --run RUN), in Angstrom",
     )
+    project = p.add_argument_group("--format copick")
+    project.add_argument("--copick", metavar="CONFIG", help="the project's copick config (JSON)")
+    project.add_argument("--run", help="the run the segmentation belongs to")
+    project.add_argument("--object", help="the project's object to store them as (default: the --class name)")
+    project.add_argument("--user-id", default="annotomo", help="(default annotomo)")
+    project.add_argument("--session-id", default="0", help="(default 0)")
     p.add_argument(
         "--tomo-name",
         help="the tomogram's name in relion5 (rlnTomoName) and warp files (default: the segmentation's file "
@@ -910,6 +916,10 @@ def cmd_pick(args):
         if args.class_ not in names:
             raise AnnotomoError(f"--class {args.class_} is not one of {','.join(names)}")
         index = names.index(args.class_) + 1
+    if args.pick_format == "copick":
+        return _pick_into_copick(args, index)
+    if not args.out:
+        raise AnnotomoError("pick needs an output prefix: -o PREFIX (or --format copick)")
     if args.pick_format:
         from .pickfiles import PICK_FORMATS, write_picks_as
 
@@ -928,6 +938,31 @@ def cmd_pick(args):
     else:
         write_picks(picks, *paths)
     print(f"{len(picks.centres)} particles of class {args.class_} -> {', '.join(map(str, paths))}")
+
+
+def _pick_into_copick(args, index):
+    """The particles as picks of a copick project's run, in Angstrom (`pick --format copick`)."""
+    from . import copick_projects as cp
+    from .postprocess import pick_particles
+    from .volumes import read_labels
+
+    if not (args.copick and args.run):
+        raise AnnotomoError("--format copick needs --copick CONFIG and --run RUN")
+    obj = args.object or args.class_
+    for what, value in (("object", obj), ("user id", args.user_id), ("session id", args.session_id)):
+        cp.check_name(what, value)
+    root = cp.open_project(args.copick)
+    (run,) = cp.select_runs(root, [args.run], args.copick)
+    if obj not in {o.name for o in root.pickable_objects}:
+        raise AnnotomoError(f"--object {obj}: the copick project has no such object; give --object NAME")
+    with read_labels(args.segmentation) as seg:
+        if not seg.pixel_size:
+            raise AnnotomoError(f"{args.segmentation}: no pixel size; copick picks are in Angstrom")
+        picks = pick_particles(seg.data, index, args.min_voxels, args.max_voxels, args.min_distance, seg.pixel_size)
+    cp.write_picks(run, obj, picks.centres, seg.pixel_size, args.user_id, args.session_id, args.overwrite)
+    print(
+        f"{len(picks.centres)} particles of class {args.class_} -> {args.run}: {obj} {args.user_id}:{args.session_id}"
+    )
 
 
 def _add_demo(sub):

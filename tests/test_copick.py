@@ -251,3 +251,19 @@ def test_segment_on_dask_workers_writes_what_one_process_writes(project, tmp_pat
         )
     # and again: every run is done, nothing is submitted
     assert main(args + ["--quiet", "--workers", "2", "--session-id", "1", "--pick", "ribosome"]) == 0
+
+
+def test_pick_format_copick_stores_the_particles_of_a_segmentation_in_a_run(project, tmp_path, capsys):
+    from annotomo.volumes import write_volume
+
+    truth = reopen(project).get_run("TS-1").get_segmentations(name="truth")[0].numpy()
+    seg = tmp_path / "TS-1_labels.mrc"
+    write_volume(seg, truth, (VOXEL,) * 3, class_names=["microtubule", "ribosome", "membrane"])
+    args = ["pick", str(seg), "--class", "ribosome", "--format", "copick", "--copick", str(project), "--run", "TS-1"]
+    assert main(args) == 0
+    (picks,) = reopen(project).get_run("TS-1").get_picks(object_name="ribosome", user_id="annotomo")
+    points, _ = picks.numpy()
+    voxels = np.round(points[:, ::-1] / VOXEL).astype(int)
+    assert len(points) > 0 and np.mean(truth[tuple(voxels.T)] == 2) > 0.8  # Angstrom, on ribosomes
+    assert main(args) != 0 and "--overwrite" in capsys.readouterr().err  # exists: not replaced silently
+    assert main(args + ["--object", "no_such"]) != 0 and "underscores" in capsys.readouterr().err
