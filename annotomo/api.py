@@ -207,14 +207,10 @@ def _plan_segment(model, predictor, tomograms, outdir, options, overwrite, chunk
     without `overwrite` raise.
     """
     from .batch import plan_job, warn_if_resampled
-    from .outputs import Manifest, ManifestEntry, file_digest, input_identity, remove_stale_partials
+    from .outputs import Manifest, ManifestEntry, input_identity, remove_stale_partials
 
     info = predictor.info
-    model_record = dict(model=str(model), sha256=None)
-    if not isinstance(model, Predictor):
-        from .modelfile import model_label, resolve_model
-
-        model_record = dict(model=model_label(model), sha256=file_digest(resolve_model(model)))
+    model_record = _model_record(model)
     min_voxels = _min_voxels_by_index(options["min_size"], info.class_names)
     label_widths = _label_widths_by_index(options["label_width"], info.class_names)
     outdir = Path(outdir)
@@ -264,6 +260,18 @@ def _plan_segment(model, predictor, tomograms, outdir, options, overwrite, chunk
             remove_stale_partials(output.path)
         warn_if_resampled(job, stacklevel=4)
     return plan
+
+
+def _model_record(model, in_memory_label=None) -> dict:
+    """What identifies the model in a manifest or on a copick segmentation: its label and file digest (a
+    Predictor in memory has no file: `in_memory_label`, or its repr).
+    """
+    if isinstance(model, Predictor):
+        return dict(model=in_memory_label or str(model), sha256=None)
+    from .modelfile import model_label, resolve_model
+    from .outputs import file_digest
+
+    return dict(model=model_label(model), sha256=file_digest(resolve_model(model)))
 
 
 def _batch_error(failures: dict, total: int, manifest_path) -> AnnotomoError:
@@ -529,8 +537,6 @@ def segment_copick(
             a name copick refuses; an existing result without `overwrite`.
     """
     from . import copick_projects as cp
-    from .modelfile import model_label, resolve_model
-    from .outputs import file_digest
 
     name = cp.check_name("segmentation name", name or cp.DEFAULT_NAME)
     user_id = cp.check_name("user id", user_id or cp.DEFAULT_USER)
@@ -558,11 +564,7 @@ def segment_copick(
     left_out = [f for f in class_names if f not in objects]
     if left_out:
         log(f"not objects of the project, left out of the segmentation: {', '.join(left_out)}")
-    record = dict(
-        model=model_label(model) if not isinstance(model, Predictor) else "predictor",
-        sha256=None if isinstance(model, Predictor) else file_digest(resolve_model(model)),
-        features=[f for f in class_names if f in objects],
-    )
+    record = dict(_model_record(model, in_memory_label="predictor"), features=[f for f in class_names if f in objects])
     jobs = []
     for run in selected:  # check everything before writing anything
         tomogram = cp.run_tomogram(run, voxel_spacing, tomo_type)
@@ -582,7 +584,7 @@ def segment_copick(
                 raise AnnotomoError(
                     f"run {run.name}: picks of {feature} by {user_id}:{session_id} exist; --overwrite replaces them"
                 )
-        jobs.append((run, tomogram, existing, done))
+        jobs.append((run, done))
     if outdir is not None:
         Path(outdir).mkdir(parents=True, exist_ok=True)
     spec = dict(
@@ -597,8 +599,8 @@ def segment_copick(
         match_spectrum=match_spectrum,
         record=record,
     )
-    todo = [run.name for run, _, _, done in jobs if not done]
-    for run, _, _, done in jobs:
+    todo = [run.name for run, done in jobs if not done]
+    for run, done in jobs:
         if done:
             log(f"{run.name}: already segmented with this model; skipped")
     if (workers or dask) and todo:
@@ -613,7 +615,7 @@ def segment_copick(
             written[run_name] = _copick_run(predictor, config, run_name, voxel_spacing, tomo_type, spec, progress)
             _log_copick_run(written[run_name], log)
     results = []
-    for run, _, _, done in jobs:
+    for run, done in jobs:
         skipped = dict(run=run.name, segmentation=f"{name}:{user_id}:{session_id}", picks={}, skipped=True)
         results.append(skipped if done else written[run.name])
     return results
