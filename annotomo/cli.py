@@ -142,6 +142,14 @@ def _add_synth(sub):
         default=None,
         help="microtubule walls as rows of separate tubulin monomers",
     )
+    specimen.add_argument(
+        "--microtubule-radius",
+        type=_positive_float,
+        help="nm from a microtubule's axis to the middle of its wall (default 10)",
+    )
+    specimen.add_argument(
+        "--microtubule-wall", type=_positive_float, help="nm, a microtubule wall's thickness (default 5)"
+    )
     specimen.add_argument("--crowding", type=_positive_float, help="ribosomes and proteins per volume (default 1)")
     specimen.add_argument(
         "--label-actin",
@@ -181,6 +189,8 @@ SYNTH_CONDITIONS = (
     "noise_colour",
     "bilayer_spacing",
     "tubulin_subunits",
+    "microtubule_radius",
+    "microtubule_wall",
 )
 
 

@@ -142,8 +142,8 @@ class Predictor:
             i += size
 
     def _network(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if self.channels_last and not (self.device.type == "cpu" and getattr(self.model, "fold", 1) > 1):
+            x = x.contiguous(memory_format=torch.channels_last)  # (a folding U-Net on a CPU folds into it)
         with mixed_precision(self.device, self.precision):
             return self.model(x).float()
 

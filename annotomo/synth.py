@@ -418,6 +418,8 @@ def render(
     label_actin=False,
     bilayer_spacing=2 * HEADGROUP_OFFSET,
     tubulin_subunits=False,
+    microtubule_radius=(MT_OUTER_RADIUS + MT_INNER_RADIUS) / 2,
+    microtubule_wall=MT_OUTER_RADIUS - MT_INNER_RADIUS,
 ):
     """Rasterise `cell` on a (z, y, x) grid of `pixel_size` Angstrom: (density, labels).
 
@@ -428,7 +430,9 @@ def render(
     the actin-like filaments ACTIN where no other feature is (otherwise they are unlabelled distractors);
     bilayer_spacing: nm between a bilayer's headgroup layers; tubulin_subunits: microtubule walls as rows
     of separate 4 nm tubulin monomers (13 protofilaments unless `protofilaments` says otherwise), as
-    structure-based simulators and high-resolution tomograms show them.
+    structure-based simulators and high-resolution tomograms show them; microtubule_radius,
+    microtubule_wall: nm from a microtubule's axis to the middle of its wall, and the wall's thickness
+    (labelled out to the wall's outer edge).
     """
     offset = bilayer_spacing / 2
     grid = _Grid(shape, pixel_size / 10.0)
@@ -463,7 +467,8 @@ def render(
 
     strands = protofilaments or (13 if tubulin_subunits else 0)
     for f in cell.microtubules:
-        _render_filament(f, grid, density, labels, MICROTUBULE, True, strands, tubulin_subunits)
+        wall = (microtubule_radius, microtubule_wall)
+        _render_filament(f, grid, density, labels, MICROTUBULE, True, strands, tubulin_subunits, wall)
     actin = np.zeros_like(labels)
     for f in cell.actin:
         _render_filament(f, grid, density, actin, ACTIN, hollow=False)
@@ -486,10 +491,19 @@ def render(
 
 
 def _render_filament(
-    f: Filament, grid: _Grid, density, labels, label, hollow: bool, protofilaments: int = 0, subunits: bool = False
+    f: Filament,
+    grid: _Grid,
+    density,
+    labels,
+    label,
+    hollow: bool,
+    protofilaments: int = 0,
+    subunits: bool = False,
+    wall=None,
 ):
     """Add filament `f` to `density` (a tube wall if `hollow`, else a solid rod) and label its voxels within
-    its outer radius `label` (None: unlabelled).
+    its outer radius `label` (None: unlabelled). wall: (radius, thickness) nm of a hollow filament's wall
+    (None: the filament's radius is the wall's outer edge, the wall MT_OUTER_RADIUS - MT_INNER_RADIUS thick).
     """
     margin = f.radius + 3 * grid.edge + grid.px
     sl, p = grid.box(f.points.min(0) - margin, f.points.max(0) + margin)
@@ -506,9 +520,12 @@ def _render_filament(
     if not near.any():
         return
     dn = d[near]
+    radius = f.radius
     if hollow:
-        wall = (MT_OUTER_RADIUS - MT_INNER_RADIUS) / 2
-        value = DENSITY["protein"] * _box(dn - (MT_OUTER_RADIUS - wall), wall, grid.edge)
+        reference = MT_OUTER_RADIUS - MT_INNER_RADIUS
+        middle, thickness = wall or (f.radius - reference / 2, reference)
+        radius = min(middle + thickness / 2, f.radius)
+        value = DENSITY["protein"] * _box(dn - middle, thickness / 2, grid.edge)
         if protofilaments:
             value = value * _wall_texture(
                 f.points, p[near], nearest.reshape(p.shape[:-1])[near], protofilaments, subunits=subunits
@@ -520,7 +537,7 @@ def _render_filament(
     if label is not None:
         lab = labels[sl]
         inner = np.zeros_like(near)
-        inner[near] = dn <= f.radius
+        inner[near] = dn <= radius
         lab[inner] = label
 
 
@@ -850,6 +867,8 @@ class Conditions:
     noise_colour: float = 0.0  # noise power tilted by k ** noise_colour
     bilayer_spacing: float = 2 * HEADGROUP_OFFSET  # nm between a bilayer's headgroup layers
     tubulin_subunits: bool = False  # microtubule walls as separate tubulin monomers
+    microtubule_radius: float = (MT_OUTER_RADIUS + MT_INNER_RADIUS) / 2  # nm, axis to the middle of the wall
+    microtubule_wall: float = MT_OUTER_RADIUS - MT_INNER_RADIUS  # nm, the wall's thickness
 
     def check(self):
         """Raise ValueError naming the first option out of its range."""
@@ -874,6 +893,12 @@ class Conditions:
             (self.ctf_correction in CTF_CORRECTIONS, f"CTF correction must be one of {', '.join(CTF_CORRECTIONS)}"),
             (-3 <= self.noise_colour <= 3, "noise colour must be in [-3, 3]"),
             (1.0 <= self.bilayer_spacing <= 8.0, "bilayer spacing must be in [1, 8] nm"),
+            (0.5 <= self.microtubule_wall <= 8.0, "microtubule wall must be in [0.5, 8] nm"),
+            (
+                self.microtubule_wall / 2 < self.microtubule_radius
+                and self.microtubule_radius + self.microtubule_wall / 2 <= MT_OUTER_RADIUS + 1e-9,
+                f"microtubule radius +- half its wall must lie in (0, {MT_OUTER_RADIUS:g}] nm",
+            ),
         ]
         for ok, problem in problems:
             if not ok:
@@ -914,7 +939,9 @@ def random_appearance(rng: np.random.Generator) -> dict:
     """Appearance options beyond random_conditions' ranges, for training data that does not teach one look.
 
     CTF uncorrected (40%), phase-flipped (30%) or deconvolved (30%); noise colour -1.5..1; bilayers with
-    headgroups 2.4-4.4 nm apart; microtubule walls of separate tubulin monomers in 40%. Returns `simulate`
+    headgroups 2.4-4.4 nm apart; microtubule walls of separate tubulin monomers in 40%; microtubule walls
+    1.5-5 nm thick at 8-10 nm from the axis (simulators and maps draw them thinner and narrower than
+    annotomo's reference 5 nm wall at 10 nm; drawn last, so earlier draws stay). Returns `simulate`
     keyword arguments (kept apart from random_conditions so that its cells, the built-in models' training
     and test cells, stay as they were).
     """
@@ -923,6 +950,8 @@ def random_appearance(rng: np.random.Generator) -> dict:
         noise_colour=float(rng.uniform(-1.5, 1.0)),
         bilayer_spacing=float(rng.uniform(2.4, 4.4)),
         tubulin_subunits=bool(rng.random() < 0.4),
+        microtubule_radius=float(rng.uniform(8.0, 10.0)),
+        microtubule_wall=float(rng.uniform(1.5, 5.0)),
     )
 
 
@@ -940,7 +969,8 @@ def simulate(
         **conditions: any field of `Conditions` (snr, defocus, tilt_range, tilt_step, tilt_scheme, dose,
             dose_weighting, thickness, reconstruction, sirt_iterations, membrane_profile,
             membrane_label_width, protofilaments, crowding, invert_contrast, label_actin, actin_density,
-            ctf_correction, noise_colour, bilayer_spacing, tubulin_subunits).
+            ctf_correction, noise_colour, bilayer_spacing, tubulin_subunits, microtubule_radius,
+            microtubule_wall).
 
     Returns:
         SyntheticTomogram: tomogram, labels (0 background, 1 microtubule, 2 ribosome, 3 membrane,
@@ -978,6 +1008,8 @@ def simulate(
         cond.label_actin,
         cond.bilayer_spacing,
         cond.tubulin_subunits,
+        cond.microtubule_radius,
+        cond.microtubule_wall,
     )
     # Crowded cytoplasm texture: a few-nm random field in cytoplasm and mitochondrial matrix.
     tex_rng = np.random.default_rng([seed, 1])

@@ -118,12 +118,13 @@ def main():
     ap.add_argument("--output", help="write the model here instead of into the package (annotomo/builtin/NAME)")
     ap.add_argument(
         "--appearance",
-        choices=["reference", "wide"],
+        choices=["reference", "wide", "mixed"],
         default="reference",
         help="wide: every look of synth.random_appearance (CTF phase-flipped or deconvolved, coloured noise, "
-        "thin bilayers, tubulin-subunit walls) and pixel sizes 10-40 A, on their own seeds (cellular-v3)",
+        "thin bilayers, tubulin-subunit walls, thin narrow microtubule walls) and pixel sizes 10-40 A, on their "
+        "own seeds; mixed: half the cells reference (cellular-v1/v2's own), half wide (cellular-v3)",
     )
-    ap.add_argument("--cells", type=int, help="training cells (default 40)")
+    ap.add_argument("--cells", type=int, help="training cells (default 40; with mixed, 40 of each)")
     ap.add_argument(
         "--add-spectrum",
         action="store_true",
@@ -134,19 +135,20 @@ def main():
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    wide = args.appearance == "wide"
-    train_seeds = WIDE_TRAIN_SEEDS if wide else TRAIN_SEEDS
-    validation_seeds = WIDE_VALIDATION_SEEDS if wide else VALIDATION_SEEDS
+    looks = {"reference": [False], "wide": [True], "mixed": [False, True]}[args.appearance]
+    train_sets = [(WIDE_TRAIN_SEEDS if w else TRAIN_SEEDS, w) for w in looks]
     if args.cells:
-        train_seeds = range(train_seeds.start, train_seeds.start + args.cells)
+        train_sets = [(range(seeds.start, seeds.start + args.cells), w) for seeds, w in train_sets]
+    train_seeds = [(s, w) for seeds, w in train_sets for s in seeds]
+    validation_seeds = [(s, w) for w in looks for s in (WIDE_VALIDATION_SEEDS if w else VALIDATION_SEEDS)]
     with ProcessPoolExecutor(args.workers) as pool:
-        cells = list(pool.map(make_cell, [work] * len(train_seeds), train_seeds, [wide] * len(train_seeds)))
+        seeds, wide = zip(*train_seeds, strict=True)
+        cells = list(pool.map(make_cell, [work] * len(seeds), seeds, wide))
         if args.add_spectrum:
             add_spectrum(args.name, cells)
             return
-        validation = list(
-            pool.map(make_cell, [work] * len(validation_seeds), validation_seeds, [wide] * len(validation_seeds))
-        )
+        seeds, wide = zip(*validation_seeds, strict=True)
+        validation = list(pool.map(make_cell, [work] * len(seeds), seeds, wide))
     print(f"simulated {len(cells)} training and {len(validation)} validation cells in {time.time() - t0:.0f} s")
     out = work / f"{args.name}.annotomo"
     config = TrainConfig(
@@ -168,16 +170,17 @@ def main():
         init=args.init,  # by default a new network, not fine-tuned from the model it replaces
     )
     model, info = load_model(out)
-    looks = (
-        "synth.random_appearance looks, half simulated at 10-40 A"
-        if wide
-        else "30% simulated at 18-40 A and resampled to 28 A"
-    )
+    described = {
+        True: "synth.random_appearance looks, half simulated at 10-40 A",
+        False: "30% simulated at 18-40 A",
+    }
+    sets = "; ".join(f"seeds {seeds.start}-{seeds.stop - 1}: {described[w]}" for seeds, w in train_sets)
     info.provenance["training_data"] = (
-        f"{len(cells)} simulated cells under randomised conditions (annotomo synth --randomise, seeds "
-        f"{train_seeds.start}-{train_seeds.stop - 1}; {looks}, resampled to 28 A), "
-        f"validated on seeds {validation_seeds.start}-{validation_seeds.stop - 1}; scripts/train_builtin_model.py "
-        f"--appearance {args.appearance}"
+        f"{len(cells)} simulated cells under randomised conditions (annotomo synth --randomise; {sets}; "
+        f"resampled to 28 A), validated on seeds {', '.join(str(s) for s, _ in validation_seeds)}; "
+        f"scripts/train_builtin_model.py --appearance {args.appearance}"
+        + (f" --init {args.init}" if args.init else "")
+        + f" --minutes {args.minutes:g}"
     )
     info.provenance["training_cells"] = [
         {k: c[k] for k in ("seed", "pixel_size", "shape", "conditions")} for c in cells

@@ -325,6 +325,10 @@ def test_synth_cli_takes_every_condition_and_records_it(tmp_path):
         "--bilayer-spacing",
         3,
         "--tubulin-subunits",
+        "--microtubule-radius",
+        9,
+        "--microtubule-wall",
+        2,
     )
     assert code == 0, err
     recorded = json.loads((tmp_path / "c_conditions.json").read_text())["conditions"]
@@ -350,6 +354,8 @@ def test_synth_cli_takes_every_condition_and_records_it(tmp_path):
         noise_colour=-1.0,
         bilayer_spacing=3.0,
         tubulin_subunits=True,
+        microtubule_radius=9.0,
+        microtubule_wall=2.0,
     )
     assert "reconstruction sirt" in out and "5  actin" in out
     code, _, err = run_cli("synth", tmp_path / "r", "--shape", 16, 64, 64, "--randomise", "--snr", 0.4)
@@ -428,3 +434,26 @@ def test_tubulin_subunits_make_a_wall_of_separate_monomers_four_nanometres_apart
     assert line.min() - base < 0.2 * (line.max() - base)  # separate monomers, not a modulated tube
     wall = labels == synth.MICROTUBULE
     assert beads[wall].sum() == pytest.approx(textured[wall].sum(), rel=0.2)  # the same tubulin, redistributed
+
+
+def test_microtubule_wall_radius_and_thickness_shape_the_tube_and_its_label():
+    """A thin, narrow wall (as structure-based simulators draw it): density only within the wall, the label
+    out to the wall's outer edge, and less tubulin than the reference 5 nm wall."""
+    cell, microtubule = _cell_and_straight_filament(synth.MT_OUTER_RADIUS)
+    cell.microtubules.append(microtubule)
+    pixel = 5.0
+    reference, reference_labels = render(cell, (120, 120, 200), pixel)
+    thin, labels = render(cell, (120, 120, 200), pixel, microtubule_radius=8.0, microtubule_wall=2.0)
+    axis_z = 30.0 / 0.5 - 0.5  # the filament's axis, in voxels of 0.5 nm
+    column = thin[:, 59, 100]
+    r_nm = (np.arange(len(column)) - axis_z) * 0.5
+    base = thin[5, 59, 100]
+    dense = np.abs(r_nm[column - base > 0.5 * (column.max() - base)])
+    assert dense.min() >= 6.5 and dense.max() <= 9.5  # the wall: 7-9 nm from the axis
+    labelled = np.abs(r_nm[labels[:, 59, 100] == synth.MICROTUBULE])
+    assert labelled.max() == pytest.approx(9.0, abs=0.6)
+    assert (labels == synth.MICROTUBULE).sum() < 0.6 * (reference_labels == synth.MICROTUBULE).sum()
+    empty, _ = render(_cell_and_straight_filament(synth.MT_OUTER_RADIUS)[0], (120, 120, 200), pixel)
+    assert (thin - empty).sum() < 0.5 * (reference - empty).sum()  # less tubulin
+    with pytest.raises(ValueError, match="microtubule radius"):
+        simulate(shape=SMALL, seed=1, microtubule_radius=11.0, microtubule_wall=5.0)

@@ -315,3 +315,22 @@ def test_fine_tuning_stops_at_its_iteration_limit_and_says_so(tmp_path, small_pa
     )
     assert result.iterations == 12 and result.seconds < 120
     assert read_model_info(tmp_path / "tuned.annotomo").provenance["config"]["max_iterations"] == 12
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_unets_fold_and_unfold_are_pixel_unshuffle_and_shuffle_in_any_layout(layout):
+    """The U-Net's own space-to-depth (one copy into channels-last memory, the fast path on CPUs) moves
+    every value where pixel_unshuffle puts it, and back, with gradients: saved models stay valid."""
+    from torch.nn import functional as F
+
+    from annotomo.models.unet import depth_to_space, space_to_depth
+
+    x = torch.randn(2, 5, 16, 24).contiguous(memory_format=layout).requires_grad_()
+    folded = space_to_depth(x, 4)
+    assert torch.equal(folded, F.pixel_unshuffle(x, 4))
+    assert folded.is_contiguous(memory_format=torch.channels_last)
+    back = depth_to_space(folded.contiguous(memory_format=torch.channels_last), 4)
+    assert torch.equal(back, x) and back.is_contiguous()
+    assert torch.equal(depth_to_space(folded, 4), F.pixel_shuffle(folded, 4))
+    back.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))

@@ -16,6 +16,22 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def space_to_depth(x: torch.Tensor, fold: int) -> torch.Tensor:
+    """F.pixel_unshuffle(x, fold), made in one copy straight into channels-last memory (the layout the
+    convolutions run in on CPUs; pixel_unshuffle of a channels-last tensor takes a slow path there).
+    """
+    b, c, h, w = x.shape
+    y = x.reshape(b, c, h // fold, fold, w // fold, fold).permute(0, 2, 4, 1, 3, 5)
+    return y.reshape(b, h // fold, w // fold, c * fold * fold).permute(0, 3, 1, 2)
+
+
+def depth_to_space(x: torch.Tensor, fold: int) -> torch.Tensor:
+    """F.pixel_shuffle(x, fold) in one copy from a channels-last `x` into ordinary (NCHW) memory."""
+    b, c, h, w = x.shape
+    y = x.permute(0, 2, 3, 1).reshape(b, h, w, c // (fold * fold), fold, fold).permute(0, 3, 1, 4, 2, 5)
+    return y.reshape(b, c // (fold * fold), h * fold, w * fold)
+
+
 def _conv_bn_relu(cin, cout):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
@@ -57,8 +73,8 @@ class UNet(nn.Module):
 
     def forward(self, x):
         """Logits (B, n_outputs, H, W) of a (B, in_channels, H, W) batch; H and W multiples of `stride`."""
-        if self.fold > 1:
-            x = F.pixel_unshuffle(x, self.fold)
+        if self.fold > 1:  # on CPUs straight into channels-last memory; GPUs keep their own layout
+            x = space_to_depth(x, self.fold) if x.device.type == "cpu" else F.pixel_unshuffle(x, self.fold)
         skips = []
         for i, enc in enumerate(self.encoders):
             if i:
@@ -71,5 +87,6 @@ class UNet(nn.Module):
             x = dec(x)
         x = self.head(x)
         if self.fold > 1:
-            x = F.pixel_shuffle(x, self.fold)
+            channels_last = x.is_contiguous(memory_format=torch.channels_last)
+            x = depth_to_space(x, self.fold) if channels_last else F.pixel_shuffle(x, self.fold)
         return x
