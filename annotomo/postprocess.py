@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
-from scipy.spatial import cKDTree
 
 from .atomic import atomic_path
 from .errors import InputError
@@ -44,6 +42,9 @@ def pick_particles(
     pixel_size: float | None = None,
 ) -> Picks:
     """Centres of the particles of class `class_index` in a (z, y, x) label volume."""
+    from scipy import ndimage
+    from scipy.spatial import cKDTree
+
     mask = np.asarray(labels) == class_index
     components, n = ndimage.label(mask)
     centres, sizes = [], []
@@ -168,6 +169,8 @@ def remove_small_components(labels, min_voxels: dict[int, int]) -> dict[int, int
     index -> minimum voxels. Returns the number of components removed per class. Holds the volume and one
     int32 component map in memory (5 bytes per voxel).
     """
+    from scipy import ndimage
+
     data = np.asarray(labels[:])
     removed = {}
     structure = np.ones((3, 3, 3), bool)
@@ -214,6 +217,8 @@ def label_width(labels, class_index: int) -> float | None:
     so sheets that end often (at a lamella's faces) measure narrower: 5% for closed shells, 10-20% in the
     simulator's cells.
     """
+    from scipy import ndimage
+
     r1, r2 = _STEINER_RADII
     halo = int(np.ceil(r2)) + 1
     volume = within_1 = within_2 = 0
@@ -262,6 +267,8 @@ def _move_boundary(labels, cls: int, voxels: int):
     redrawn from the original labels: the part of its halo that the previous slab has already rewritten
     is put back from a copy.
     """
+    from scipy import ndimage
+
     reach = abs(voxels)
     halo = reach + 3  # the ridge test reads distances 2 voxels past the reach
     previous = None  # (z0, original slices of the previous core)
@@ -288,6 +295,8 @@ def score_picks(picked: np.ndarray, truth: np.ndarray, radius: float) -> dict:
     """Precision, recall and F1 of picked centres: a pick is right if a true centre lies within `radius`
     voxels and that true centre is not already matched (closest pairs matched first).
     """
+    from scipy.spatial import cKDTree
+
     matched_truth, matched_pick = set(), set()
     if len(picked) and len(truth):
         pairs = cKDTree(picked).sparse_distance_matrix(cKDTree(truth), radius, output_type="ndarray")
