@@ -9,7 +9,8 @@ the current model's own segmentation and uncertainty) and the oracle "the slices
 most wrong, by the truth" (an upper bound no user has). With --region PX, also "regions": each round
 paints as many voxels as K slices hold, in PX x PX boxes that `suggest --region PX` chooses (the painted
 boxes count as certain, so they are not chosen again); only the painted voxels are annotated, as in the
-panel's region mode. Curves record painted slices and voxels.
+panel's region mode. Curves record painted slices and voxels. From scratch there is no model to ask in
+the first round: `suggest` then paints evenly spaced slices, as a user would, and asks from round 2.
 
     .venv/bin/python benchmarks/bench_effort.py                       # from cellular-v2
     .venv/bin/python benchmarks/bench_effort.py --start scratch --json benchmarks/results/effort_scratch.json
@@ -61,6 +62,8 @@ def choose(strategy, k, annotated, round_index, prediction, unsure, truth, names
     if strategy.startswith("random"):
         return spaced(rng.permutation(nz), annotated, k, gap=0)
     if strategy == "suggest":
+        if prediction is None:  # from scratch there is no model to ask yet: paint evenly spaced slices first
+            return choose("even", k, annotated, round_index, prediction, unsure, truth, names, rng)
         return [p["z"] for p in suggest_places(prediction, unsure, names, annotated, k, None, GAP)]
     if strategy == "oracle":
         wrong = ((prediction != truth) & (truth != NOT_ANNOTATED)).reshape(nz, -1).sum(axis=1)
@@ -83,10 +86,10 @@ def run_cell(sim, strategies, args, work):
         painted = np.zeros(truth.shape, bool)
         model = start_model
         prediction, unsure = (first, first_unsure) if start_model is not None else (None, None)
-        if prediction is None:  # from scratch: suggest and the oracle see a blank prediction in round 1
-            prediction, unsure = np.zeros_like(truth), np.ones(truth.shape, np.float32)
         curve = []
         for r in range(args.rounds):
+            if prediction is None and strategy in ("oracle", "regions"):  # from scratch: a blank prediction
+                prediction, unsure = np.zeros_like(truth), np.ones(truth.shape, np.float32)
             if strategy == "regions":
                 boxes = args.k * truth[0].size // args.region**2
                 still = np.where(painted, 0.0, unsure).astype(np.float32)
