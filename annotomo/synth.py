@@ -466,8 +466,8 @@ def render(
         labels[(d <= half) & (d >= -sep - half) & (in_slab > 0.5)] = DOUBLE_MEMBRANE
 
     strands = protofilaments or (13 if tubulin_subunits else 0)
+    wall = (microtubule_radius, microtubule_wall)
     for f in cell.microtubules:
-        wall = (microtubule_radius, microtubule_wall)
         _render_filament(f, grid, density, labels, MICROTUBULE, True, strands, tubulin_subunits, wall)
     actin = np.zeros_like(labels)
     for f in cell.actin:
@@ -503,7 +503,7 @@ def _render_filament(
 ):
     """Add filament `f` to `density` (a tube wall if `hollow`, else a solid rod) and label its voxels within
     its outer radius `label` (None: unlabelled). wall: (radius, thickness) nm of a hollow filament's wall
-    (None: the filament's radius is the wall's outer edge, the wall MT_OUTER_RADIUS - MT_INNER_RADIUS thick).
+    (None: annotomo's reference microtubule wall, from MT_INNER_RADIUS to MT_OUTER_RADIUS).
     """
     margin = f.radius + 3 * grid.edge + grid.px
     sl, p = grid.box(f.points.min(0) - margin, f.points.max(0) + margin)
@@ -522,8 +522,7 @@ def _render_filament(
     dn = d[near]
     radius = f.radius
     if hollow:
-        reference = MT_OUTER_RADIUS - MT_INNER_RADIUS
-        middle, thickness = wall or (f.radius - reference / 2, reference)
+        middle, thickness = wall or ((MT_OUTER_RADIUS + MT_INNER_RADIUS) / 2, MT_OUTER_RADIUS - MT_INNER_RADIUS)
         radius = min(middle + thickness / 2, f.radius)
         value = DENSITY["protein"] * _box(dn - middle, thickness / 2, grid.edge)
         if protofilaments:
