@@ -67,10 +67,10 @@ def main():
         timed(ANNOTOMO + ["--help"])  # warm the file cache
         times = {m: dict(help=[], first=[], segment=[]) for m in args.models}
         for r in range(args.rounds):
-            for m in args.models:
+            for i, m in enumerate(args.models):
                 times[m]["help"].append(timed(ANNOTOMO + ["--help"]))
                 times[m]["first"].append(first_slices(m, tomogram))
-                out = Path(tmp) / f"out_{r}"
+                out = Path(tmp) / f"out_{r}_{i}"  # a folder of its own: nothing there to skip as complete
                 times[m]["segment"].append(
                     timed(ANNOTOMO + ["segment", m, str(tomogram), "-o", str(out), "--overwrite"])
                 )
